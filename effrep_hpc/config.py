@@ -1,0 +1,397 @@
+"""Typed configs: YAML files and dotted ``key=value`` overrides become nested dataclasses.
+
+Every problem in a config (unknown key, wrong type, impossible value) is collected and reported in
+one :class:`ConfigError` that names the key, the closest valid key and the valid choices, before any
+file is created. The resolved config is stored with every output as YAML text (:func:`to_yaml`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union, get_args, get_origin
+
+import yaml
+
+from effrep_hpc.registry import close_names
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message lists every problem found."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"invalid config ({len(self.problems)} problem(s)):\n{lines}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Sections. Defaults work on a laptop; every value can be overridden as section.key=value.
+
+
+@dataclass
+class DataConfig:
+    """Which in-memory dataset to load, and how."""
+
+    name: Literal["digits", "mnist1d", "cifar10", "synthetic"] = "digits"
+    root: Optional[str] = None  # cifar10: directory with data_batch_1..5 and test_batch
+    cache_dir: Optional[str] = None  # mnist1d: where the generated dataset is cached
+    seed: int = 0
+    augment: bool = False  # random crop (pad 4) + horizontal flip on the device
+    train_size: Optional[int] = None  # take a seeded subset of the training set
+    test_size: Optional[int] = None
+    input_shape: Optional[list[int]] = None  # synthetic only
+    num_classes: Optional[int] = None  # synthetic only
+
+    def _check(self) -> list[str]:
+        problems = []
+        if self.name == "cifar10" and not self.root:
+            problems.append("data.root: required for data.name=cifar10 (directory of the python-pickle batches)")
+        for key in ("train_size", "test_size", "num_classes"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                problems.append(f"data.{key}: must be >= 1 (got {value})")
+        return problems
+
+
+@dataclass
+class ModelConfig:
+    """Which registered model to build; ``kwargs`` go to its constructor (e.g. widths)."""
+
+    name: str = "digits_cnn"
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def _check(self) -> list[str]:
+        from effrep_hpc.models import list_models
+
+        names = list_models()
+        if self.name not in names:
+            close = close_names(self.name, names)
+            hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+            return [f"model.name: unknown model {self.name!r}{hint} (valid: {', '.join(names)})"]
+        return []
+
+
+@dataclass
+class TrainConfig:
+    """Optimizer, schedule and length of training."""
+
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    schedule: Literal["constant", "multistep", "cosine"] = "multistep"
+    milestones: list[int] = field(default_factory=lambda: [5, 8])
+    gamma: float = 0.1
+    epochs: int = 10
+    batch_size: int = 128
+    seed: int = 0
+    loss: Literal["ce", "mse"] = "ce"
+    keep_every: int = 1  # keep the weights of every k-th epoch for trajectories (0: keep none)
+
+    def _check(self) -> list[str]:
+        problems = []
+        if self.lr <= 0:
+            problems.append(f"train.lr: must be > 0 (got {self.lr})")
+        if self.epochs < 1:
+            problems.append(f"train.epochs: must be >= 1 (got {self.epochs})")
+        if self.batch_size < 1:
+            problems.append(f"train.batch_size: must be >= 1 (got {self.batch_size})")
+        if not 0 <= self.momentum < 1:
+            problems.append(f"train.momentum: must be in [0, 1) (got {self.momentum})")
+        if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
+            problems.append("train.nesterov: needs train.optimizer=sgd and train.momentum > 0")
+        if self.weight_decay < 0:
+            problems.append(f"train.weight_decay: must be >= 0 (got {self.weight_decay})")
+        if self.keep_every < 0:
+            problems.append(f"train.keep_every: must be >= 0 (got {self.keep_every})")
+        if sorted(self.milestones) != list(self.milestones) or any(m < 1 for m in self.milestones):
+            problems.append(f"train.milestones: must be increasing epochs >= 1 (got {self.milestones})")
+        return problems
+
+
+@dataclass
+class RunConfig:
+    """Where outputs go and what to run on."""
+
+    out: str = "runs/default"  # output directory
+    device: str = "auto"  # auto: CUDA (by local rank) when present, else CPU; or cpu, cuda, cuda:1
+    threads: int = 0  # torch intra-op threads; 0 keeps torch's default
+    deterministic: bool = False  # bitwise-reproducible kernels (slower on GPU)
+    progress: bool = True
+
+    def _check(self) -> list[str]:
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            return [f"run.device: must be auto, cpu, cuda or cuda:N (got {self.device!r})"]
+        if self.threads < 0:
+            return [f"run.threads: must be >= 0 (got {self.threads})"]
+        return []
+
+
+@dataclass
+class LandscapeConfig:
+    """A 1D or 2D loss-landscape scan around a trained checkpoint."""
+
+    checkpoint: Optional[str] = None  # default: <run.out>/checkpoint.pt
+    surface: Optional[str] = None  # default: <run.out>/surface.h5
+    x: str = "-1:1:25"  # lo:hi:num
+    y: Optional[str] = "-1:1:25"  # null for a 1D scan
+    norm: Literal["filter", "layer", "weight", "dfilter", "dlayer", "none"] = "filter"
+    bias_bn: Literal["ignore", "include"] = "ignore"
+    xseed: int = 1
+    yseed: int = 2
+    same_dir: bool = False
+    target: Optional[str] = None  # second checkpoint: 1D interpolation along model2 - model1
+    plane: Optional[list[str]] = None  # two more checkpoints: the plane through three models
+    directions: Optional[str] = None  # reuse directions from this file (ours or the original format)
+    bn: Literal["eval", "recompute", "train"] = "eval"
+    bn_batches: int = 10
+    loss: Literal["ce", "mse"] = "ce"
+    train_size: Optional[int] = None  # evaluate on a seeded subset of the training set
+    test: bool = True  # also evaluate on the test split
+    batch_size: int = 2048
+    points_per_pass: int = 0  # grid points per forward pass; 0 = auto
+    tile_size: int = 0  # grid points per work item; 0 = auto
+    backend: Literal["auto", "serial", "mpi", "torch", "array"] = "auto"
+    task_id: Optional[int] = None  # array backend: this task's index (default: from SLURM)
+    num_tasks: Optional[int] = None  # array backend: number of tasks (default: from SLURM)
+
+    def _check(self) -> list[str]:
+        problems = []
+        if self.target and self.plane:
+            problems.append("landscape.target and landscape.plane: choose one")
+        if self.target and self.y is not None:
+            problems.append("landscape.target: interpolation is 1D; set landscape.y=null")
+        if self.plane is not None and len(self.plane) != 2:
+            problems.append("landscape.plane: give the two other checkpoints (the centre is landscape.checkpoint)")
+        if self.bn_batches < 1:
+            problems.append(f"landscape.bn_batches: must be >= 1 (got {self.bn_batches})")
+        if self.batch_size < 1:
+            problems.append(f"landscape.batch_size: must be >= 1 (got {self.batch_size})")
+        for key in ("points_per_pass", "tile_size"):
+            if getattr(self, key) < 0:
+                problems.append(f"landscape.{key}: must be >= 0 (0 = auto)")
+        for key in ("x", "y"):
+            spec = getattr(self, key)
+            if spec is not None:
+                try:
+                    parse_axis(spec)
+                except ValueError as exc:
+                    problems.append(f"landscape.{key}: {exc}")
+        return problems
+
+
+def parse_axis(spec: str) -> tuple[float, float, int]:
+    """Parse ``lo:hi:num`` into (lo, hi, num), checking lo <= hi and num >= 1."""
+    parts = str(spec).split(":")
+    if len(parts) != 3:
+        raise ValueError(f"expected lo:hi:num such as -1:1:51 (got {spec!r})")
+    try:
+        lo, hi, num = float(parts[0]), float(parts[1]), int(parts[2])
+    except ValueError:
+        raise ValueError(f"expected numbers in lo:hi:num such as -1:1:51 (got {spec!r})") from None
+    if num < 1:
+        raise ValueError(f"the grid is empty: num must be >= 1 (got {spec!r})")
+    if lo > hi:
+        raise ValueError(f"lo must be <= hi (got {spec!r})")
+    if num == 1 and lo != hi:
+        raise ValueError(f"one point needs lo == hi (got {spec!r})")
+    return lo, hi, num
+
+
+@dataclass
+class Config:
+    """The root config: one section per concern; each command reads the sections it needs."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    landscape: LandscapeConfig = field(default_factory=LandscapeConfig)
+
+
+# ----------------------------------------------------------------------------------------------
+# Building dataclasses from plain data, with every problem collected.
+
+
+def _type_name(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in get_args(tp))
+    if origin in (Union, types.UnionType):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        return " or ".join(_type_name(a) for a in args) + " or null"
+    if origin is list:
+        return f"list of {_type_name(get_args(tp)[0])}"
+    if origin is dict:
+        return "mapping"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(value: Any, tp: Any, key: str, problems: list[str]) -> Any:
+    """Check ``value`` against the annotation ``tp``; return it converted (int -> float etc.)."""
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            problems.append(f"{key}: expected a mapping of {tp.__name__} keys (got {value!r})")
+            return tp()
+        return _build(tp, value, key + ".", problems)
+    if origin in (Union, types.UnionType):
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) == 1:
+            return _convert(value, inner[0], key, problems)
+    if origin is Literal:
+        choices = get_args(tp)
+        if value not in choices:
+            close = close_names(str(value), [str(c) for c in choices])
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            problems.append(f"{key}: invalid value {value!r}{hint} (valid: {', '.join(map(str, choices))})")
+            return choices[0]
+        return value
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            problems.append(f"{key}: expected {_type_name(tp)} (got {value!r})")
+            return []
+        (item_tp,) = get_args(tp)
+        return [_convert(v, item_tp, f"{key}[{i}]", problems) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            problems.append(f"{key}: expected a mapping (got {value!r})")
+            return {}
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            problems.append(f"{key}: expected true or false (got {value!r})")
+            return False
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            problems.append(f"{key}: expected an integer (got {value!r})")
+            return 0
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            problems.append(f"{key}: expected a number (got {value!r})")
+            return 0.0
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            # YAML turns `x: 1:2:3`-like text into strings anyway; numbers given for a str key are
+            # almost always a mistake, but a bare number as a path or name is harmless.
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return str(value)
+            problems.append(f"{key}: expected a string (got {value!r})")
+            return ""
+        return value
+    raise TypeError(f"unsupported config annotation {tp!r} for {key}")
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str, problems: list[str]) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in names:
+            close = close_names(str(key), names)
+            hint = f"; did you mean {prefix}{close[0]}?" if close else ""
+            problems.append(f"{prefix}{key}: unknown key{hint} (valid keys: {', '.join(names)})")
+            continue
+        kwargs[key] = _convert(value, hints[key], prefix + key, problems)
+    obj = cls(**kwargs)
+    return obj
+
+
+def _check_all(obj: Any, problems: list[str]) -> None:
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            _check_all(value, problems)
+    check = getattr(obj, "_check", None)
+    if check is not None:
+        problems.extend(check())
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``a.b=value`` into (["a", "b"], value), the value parsed as YAML (so 0.05 is a float)."""
+    if "=" not in text:
+        raise ConfigError([f"override {text!r}: expected section.key=value, e.g. train.lr=0.05"])
+    key, raw = text.split("=", 1)
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError([f"override {text!r}: expected section.key=value, e.g. train.lr=0.05"])
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def merge_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply dotted overrides to a nested mapping (a copy is returned)."""
+    import copy
+
+    out = copy.deepcopy(data)
+    for text in overrides:
+        path, value = parse_override(text)
+        node = out
+        for part in path[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = {}
+                node[part] = child
+            node = child
+        node[path[-1]] = value
+    return out
+
+
+def from_dict(data: dict[str, Any], cls: type = Config) -> Any:
+    """Build and validate a config dataclass from a mapping; raise ConfigError listing all problems."""
+    if not isinstance(data, dict):
+        raise ConfigError([f"the config must be a mapping of sections (got {type(data).__name__})"])
+    problems: list[str] = []
+    obj = _build(cls, data, "", problems)
+    if not problems:
+        _check_all(obj, problems)
+    if problems:
+        raise ConfigError(problems)
+    return obj
+
+
+def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = (), cls: type = Config) -> Any:
+    """Load a YAML config file (or the defaults when ``path`` is None) and apply ``key=value`` overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError([f"config file {str(p)!r} does not exist"])
+        try:
+            loaded = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError([f"{p}: not valid YAML: {exc}"]) from None
+        data = loaded or {}
+        if not isinstance(data, dict):
+            raise ConfigError([f"{p}: the top level must be a mapping of sections"])
+    return from_dict(merge_overrides(data, list(overrides)), cls)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """The config as plain nested dicts."""
+    return dataclasses.asdict(cfg)
+
+
+def to_yaml(cfg: Any) -> str:
+    """The resolved config as YAML text, stored with every output for provenance."""
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def from_yaml(text: str, cls: type = Config) -> Any:
+    """Rebuild a config from :func:`to_yaml` text (e.g. from a checkpoint or HDF5 attribute)."""
+    return from_dict(yaml.safe_load(text) or {}, cls)

@@ -1,0 +1,44 @@
+"""Crash-safe ``.npz`` files for generated datasets: written under a temporary name and renamed."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+
+def write_npz_atomic(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
+    """Write ``arrays`` to ``path`` so readers see either no file or a complete one, never a torn one.
+
+    Several MPI ranks or array tasks may generate the same cache at once; each writes its own
+    temporary file in the target directory and ``os.replace`` makes the last complete one win.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **arrays)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def read_npz(path: str | Path, keys: tuple[str, ...]) -> Optional[dict[str, np.ndarray]]:
+    """Read ``keys`` from ``path`` without allowing pickles; None when missing, unreadable or incomplete."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            if not set(keys) <= set(npz.files):
+                return None
+            return {k: npz[k] for k in keys}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        return None

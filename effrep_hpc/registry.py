@@ -1,0 +1,59 @@
+"""A name table for constructors (models, criteria, ...), with errors that suggest close names."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Callable, Generic, Iterator, TypeVar
+
+T = TypeVar("T")
+
+
+def close_names(name: str, choices: list[str], n: int = 3) -> list[str]:
+    """Return up to ``n`` entries of ``choices`` that look like ``name`` (for 'did you mean')."""
+    return difflib.get_close_matches(name, choices, n=n, cutoff=0.5)
+
+
+def unknown_name_message(kind: str, name: str, choices: list[str]) -> str:
+    """Format the error for an unknown ``name`` of ``kind``, naming close matches and all choices."""
+    msg = f"unknown {kind} {name!r}"
+    close = close_names(name, choices)
+    if close:
+        msg += f"; did you mean {' or '.join(repr(c) for c in close)}?"
+    return msg + f" (valid: {', '.join(sorted(choices))})"
+
+
+class Registry(Generic[T]):
+    """Map names to constructors; ``register`` is a decorator, ``get`` raises on unknown names."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._table: dict[str, T] = {}
+
+    def register(self, name: str | None = None) -> Callable[[T], T]:
+        """Decorator: register the object under ``name`` (default: its ``__name__``)."""
+
+        def deco(obj: T) -> T:
+            key = name or getattr(obj, "__name__")
+            if key in self._table:
+                raise ValueError(f"{self.kind} {key!r} is registered twice")
+            self._table[key] = obj
+            return obj
+
+        return deco
+
+    def get(self, name: str) -> T:
+        """Return the object registered as ``name``; raise KeyError naming close matches."""
+        try:
+            return self._table[name]
+        except KeyError:
+            raise KeyError(unknown_name_message(self.kind, name, list(self._table))) from None
+
+    def names(self) -> list[str]:
+        """All registered names, sorted."""
+        return sorted(self._table)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._table
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())

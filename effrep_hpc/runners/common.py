@@ -1,0 +1,82 @@
+"""What every runner needs: device and threads, distributed setup from the environment, progress bars."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from effrep_hpc.config import RunConfig
+
+
+def env_world() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun/srun variables; (0, 1, 0) when not launched so."""
+    if "WORLD_SIZE" in os.environ and "RANK" in os.environ:
+        world, rank = int(os.environ["WORLD_SIZE"]), int(os.environ["RANK"])
+        local = int(os.environ.get("LOCAL_RANK", rank))
+        return rank, world, local
+    return 0, 1, 0
+
+
+def pick_device(spec: str, local_rank: int = 0) -> torch.device:
+    """Resolve ``auto`` to the CUDA device of this local rank when CUDA is present, else the CPU."""
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", local_rank % torch.cuda.device_count())
+        return torch.device("cpu")
+    device = torch.device(spec)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"run.device={spec} but CUDA is not available here; use run.device=auto or cpu")
+    return device
+
+
+def setup_runtime(run: RunConfig, local_rank: int = 0) -> torch.device:
+    """Apply threads and determinism settings and return the device to use."""
+    if run.threads > 0:
+        torch.set_num_threads(run.threads)
+    if run.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    return pick_device(run.device, local_rank)
+
+
+def init_process_group(device: torch.device) -> bool:
+    """Initialise torch.distributed from the environment when launched with WORLD_SIZE > 1."""
+    import torch.distributed as dist
+
+    _, world, _ = env_world()
+    if world <= 1:
+        return False
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return True
+
+
+def progress(total: int, desc: str, *, enabled: bool = True, unit: str = "it", initial: int = 0) -> Any:
+    """A tqdm bar on stderr with rate and ETA; a no-op object when disabled (non-zero ranks)."""
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total,
+        initial=initial,
+        desc=desc,
+        unit=unit,
+        disable=not enabled,
+        file=sys.stderr,
+        dynamic_ncols=True,
+        mininterval=0.5,
+    )
+
+
+def report(label: str, path: str | Path, *, enabled: bool = True) -> None:
+    """Print one ``label: path`` line, the machine-readable way runners say where an output went."""
+    if enabled:
+        print(f"{label}: {path}", flush=True)
+
+
+def resolve_path(value: Optional[str], out: str, default_name: str) -> Path:
+    """``value`` if given, else ``<out>/<default_name>``."""
+    return Path(value) if value else Path(out) / default_name

@@ -1,0 +1,174 @@
+"""Crash-safe HDF5 plumbing shared by every file the store writes.
+
+- A new file is written under a temporary name in the same directory and renamed into place, so a
+  reader never sees a half-created file.
+- Files that grow during a job (surfaces, sweeps) preallocate fixed-shape contiguous datasets at
+  creation. Later writes then touch raw data only, never HDF5 metadata, so a process killed at any
+  moment leaves a file that h5py still opens; points written but not yet marked done are recomputed.
+- One writer at a time: a lock file ``<file>.lock`` created with O_EXCL (atomic on local disks, NFSv3+,
+  Lustre and GPFS) names the host, pid and SLURM job of the writer. HDF5's own flock-based locking is
+  also left on where the filesystem supports it; where it does not (some Lustre/GPFS mounts), set
+  ``HDF5_USE_FILE_LOCKING=FALSE`` and the lock file still protects the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import json
+import os
+import socket
+from pathlib import Path
+from typing import Any, Iterator
+
+import h5py
+import numpy as np
+
+from effrep_hpc import __version__
+
+
+class FileBusyError(RuntimeError):
+    """Another live process is writing the file."""
+
+
+def provenance(config_yaml: str, **extra: Any) -> dict[str, Any]:
+    """The attributes every file carries: config, package version, creation time, plus ``extra``."""
+    attrs: dict[str, Any] = {
+        "config": config_yaml,
+        "effrep_version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    attrs.update(extra)
+    return attrs
+
+
+def set_attrs(obj: h5py.HLObject, attrs: dict[str, Any]) -> None:
+    """Write attributes, storing dicts and lists of strings as JSON text."""
+    for key, value in attrs.items():
+        if value is None:
+            continue
+        if isinstance(value, dict) or (isinstance(value, (list, tuple)) and value and isinstance(value[0], str)):
+            value = json.dumps(value)
+        obj.attrs[key] = value
+
+
+def read_attr(obj: h5py.HLObject, key: str, default: Any = None) -> Any:
+    """Read an attribute as a Python value (bytes decoded, numpy scalars unwrapped)."""
+    if key not in obj.attrs:
+        return default
+    value = obj.attrs[key]
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+@contextlib.contextmanager
+def atomic_create(path: str | Path) -> Iterator[h5py.File]:
+    """Create an HDF5 file under a temporary name and rename it to ``path`` only when complete."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with h5py.File(tmp, "w") as f:
+            yield f
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def preallocate(group: h5py.Group, name: str, shape: tuple[int, ...], dtype: Any, fill: Any) -> h5py.Dataset:
+    """Create a fixed-shape contiguous dataset filled with ``fill`` (allocated now, so later writes are raw)."""
+    data = np.full(shape, fill, dtype=dtype)
+    return group.create_dataset(name, data=data, dtype=dtype)
+
+
+def sha256_arrays(arrays: list[tuple[str, np.ndarray]]) -> str:
+    """A hash over named arrays (names, shapes, dtypes and bytes), for provenance checks."""
+    h = hashlib.sha256()
+    for name, arr in arrays:
+        arr = np.ascontiguousarray(arr)
+        h.update(name.encode())
+        h.update(str(arr.shape).encode())
+        h.update(str(arr.dtype).encode())
+        h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class WriterLock:
+    """An exclusive writer lock on ``<path>.lock``; a stale lock of a dead local process is taken over."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(str(path) + ".lock")
+        self.held = False
+
+    def _owner(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def acquire(self) -> None:
+        """Take the lock or raise FileBusyError naming the live owner."""
+        me = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "slurm_job": os.environ.get("SLURM_JOB_ID"),
+        }
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                owner = self._owner()
+                stale = owner.get("host") == me["host"] and not _pid_alive(int(owner.get("pid", -1)))
+                if stale:
+                    self.path.unlink(missing_ok=True)
+                    continue
+                target = str(self.path)[: -len(".lock")]
+                raise FileBusyError(
+                    f"{target} is being written by another job (host {owner.get('host')}, pid "
+                    f"{owner.get('pid')}, SLURM job {owner.get('slurm_job')}); wait for it to finish. If that "
+                    f"job is dead (e.g. on another node), delete {self.path} and run again."
+                ) from None
+            with os.fdopen(fd, "w") as fh:
+                json.dump(me, fh)
+            self.held = True
+            return
+        raise FileBusyError(f"could not take the writer lock {self.path}")
+
+    def release(self) -> None:
+        """Drop the lock if held."""
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False
+
+    def __enter__(self) -> "WriterLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def open_readonly(path: str | Path) -> h5py.File:
+    """Open a file for reading even while a writer holds it (HDF5 flock off for readers)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist")
+    try:
+        return h5py.File(path, "r", locking=False)
+    except OSError as exc:
+        raise OSError(f"{path} is not a readable HDF5 file: {exc}") from None

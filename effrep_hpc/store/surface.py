@@ -1,0 +1,256 @@
+"""Surface files (docs/surface-format.md): create, resume, write tiles, and merge array-task shards.
+
+Points are addressed by their flat index ``k = j * nx + i`` into the ``(ny, nx)`` layout (1D: ``k = i``).
+Datasets are preallocated with NaN at creation, so a tile write touches raw data only and a process
+killed at any moment leaves a readable file; values are written before the ``done`` flags, each
+followed by a flush, so a point is either done with its values or recomputed on resume.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import h5py
+import numpy as np
+
+from effrep_hpc.store.h5 import WriterLock, atomic_create, open_readonly, preallocate, provenance, read_attr, set_attrs
+
+SCHEMA_VERSION = 1
+KIND = "surface"
+
+
+@dataclass
+class SurfaceSpec:
+    """Everything that defines a scan: the grid, the metrics, and what the model and directions were."""
+
+    x: np.ndarray
+    y: Optional[np.ndarray]
+    metrics: list[str]
+    config_yaml: str = ""
+    model_hash: str = ""
+    directions_hash: str = ""
+    directions: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # "x"/"y" -> name -> array
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The layout of every value dataset: (ny, nx), or (nx,) for 1D."""
+        return (len(self.x),) if self.y is None else (len(self.y), len(self.x))
+
+    @property
+    def num_points(self) -> int:
+        """Number of grid points."""
+        return int(np.prod(self.shape))
+
+
+def shard_path(surface: str | Path, task: int, num_tasks: int) -> Path:
+    """The shard file of array task ``task`` of ``num_tasks`` for a given surface path."""
+    surface = Path(surface)
+    return surface.with_name(f"{surface.stem}.shard-{task}-of-{num_tasks}{surface.suffix}")
+
+
+def _differences(f: h5py.File, spec: SurfaceSpec) -> list[str]:
+    diffs = []
+    if read_attr(f, "kind") != KIND:
+        return [f"it is not a surface file (kind={read_attr(f, 'kind')!r})"]
+    ndim = 1 if spec.y is None else 2
+    if int(read_attr(f, "ndim", 0)) != ndim:
+        return [f"dimension: file is {read_attr(f, 'ndim')}D, requested {ndim}D"]
+    old_x = f["xcoordinates"][()]
+    if old_x.shape != spec.x.shape or not np.array_equal(old_x, spec.x):
+        diffs.append(f"x grid: file {_axis_text(old_x)}, requested {_axis_text(spec.x)}")
+    if spec.y is not None:
+        old_y = f["ycoordinates"][()]
+        if old_y.shape != spec.y.shape or not np.array_equal(old_y, spec.y):
+            diffs.append(f"y grid: file {_axis_text(old_y)}, requested {_axis_text(spec.y)}")
+    if read_attr(f, "model_hash") != spec.model_hash:
+        diffs.append("model: the checkpoint's weights differ from the ones the file was computed for")
+    if read_attr(f, "directions_hash") != spec.directions_hash:
+        diffs.append("directions: they differ from the ones stored in the file (seed, normalization or source)")
+    old_metrics = sorted(m for m in str(read_attr(f, "metrics", "")).split(",") if m)
+    if old_metrics != sorted(spec.metrics):
+        diffs.append(f"metrics: file has {old_metrics}, requested {sorted(spec.metrics)}")
+    return diffs
+
+
+def _axis_text(a: np.ndarray) -> str:
+    return f"{a[0]:g}:{a[-1]:g}:{len(a)}" if len(a) else "empty"
+
+
+def _create(path: Path, spec: SurfaceSpec, extra_attrs: dict[str, Any]) -> None:
+    with atomic_create(path) as f:
+        attrs = provenance(
+            spec.config_yaml,
+            kind=KIND,
+            schema_version=SCHEMA_VERSION,
+            ndim=1 if spec.y is None else 2,
+            axes="x" if spec.y is None else "y,x",
+            model_hash=spec.model_hash,
+            directions_hash=spec.directions_hash,
+            metrics=",".join(spec.metrics),
+        )
+        attrs.update(spec.attrs)
+        attrs.update(extra_attrs)
+        set_attrs(f, attrs)
+        f.create_dataset("xcoordinates", data=np.asarray(spec.x, dtype=np.float64))
+        if spec.y is not None:
+            f.create_dataset("ycoordinates", data=np.asarray(spec.y, dtype=np.float64))
+        axes = np.array(["x"] if spec.y is None else ["y", "x"], dtype=h5py.string_dtype())
+        for name in spec.metrics:
+            preallocate(f, name, spec.shape, np.float64, np.nan).attrs["axes"] = axes
+        preallocate(f, "done", spec.shape, bool, False).attrs["axes"] = axes
+        if spec.directions:
+            g = f.create_group("directions")
+            for axis, tensors in spec.directions.items():
+                ga = g.create_group(axis)
+                for name, arr in tensors.items():
+                    ga.create_dataset(name, data=np.asarray(arr))
+
+
+def _runs(flat: np.ndarray, nx: int) -> list[tuple[int, int, int, int, int]]:
+    """Split sorted flat indices into (j, i0, i1, start, stop) runs of one row each (i1 exclusive)."""
+    runs = []
+    start = 0
+    n = len(flat)
+    while start < n:
+        j, i0 = divmod(int(flat[start]), nx)
+        stop = start + 1
+        while stop < n and flat[stop] == flat[stop - 1] + 1 and flat[stop] // nx == j:
+            stop += 1
+        runs.append((j, i0, i0 + (stop - start), start, stop))
+        start = stop
+    return runs
+
+
+class SurfaceWriter:
+    """The single writer of a surface (or shard) file: holds the lock and the open file."""
+
+    def __init__(self, path: str | Path, spec: SurfaceSpec, *, overwrite: bool = False, extra_attrs: Optional[dict[str, Any]] = None) -> None:
+        self.path = Path(path)
+        self.spec = spec
+        self.lock = WriterLock(self.path)
+        self.lock.acquire()
+        try:
+            self.resumed = False
+            if self.path.exists() and not overwrite:
+                with open_readonly(self.path) as f:
+                    diffs = _differences(f, spec)
+                if diffs:
+                    raise ValueError(
+                        f"{self.path} holds a different scan, so it cannot be resumed: " + "; ".join(diffs)
+                        + ". Use --overwrite to start over (its values will be lost) or choose another landscape.surface."
+                    )
+                self.resumed = True
+            else:
+                _create(self.path, spec, extra_attrs or {})
+            self.file = h5py.File(self.path, "r+")
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def done_mask(self) -> np.ndarray:
+        """The done mask, flattened in C order."""
+        return self.file["done"][()].reshape(-1)
+
+    def pending(self) -> np.ndarray:
+        """Flat indices of the points not yet done, ascending."""
+        return np.flatnonzero(~self.done_mask())
+
+    def write(self, flat: np.ndarray, values: dict[str, np.ndarray]) -> None:
+        """Write the metrics of points ``flat`` (then mark them done), flushing after each step."""
+        flat = np.asarray(flat, dtype=np.int64)
+        order = np.argsort(flat, kind="stable")
+        flat = flat[order]
+        missing = sorted(set(self.spec.metrics) - set(values))
+        if missing:
+            raise KeyError(f"tile results lack metrics {missing}")
+        nx = len(self.spec.x)
+        if flat.size and (flat[0] < 0 or flat[-1] >= self.spec.num_points):
+            raise IndexError(f"point index outside the grid of {self.spec.num_points} points")
+        runs = _runs(flat, nx)  # 1D: every index is < nx, so j == 0
+        for name in self.spec.metrics:
+            vals = np.asarray(values[name], dtype=np.float64)[order]
+            ds = self.file[name]
+            for j, i0, i1, s, e in runs:
+                if self.spec.y is None:
+                    ds[i0:i1] = vals[s:e]
+                else:
+                    ds[j, i0:i1] = vals[s:e]
+        self.file.flush()
+        done = self.file["done"]
+        for j, i0, i1, _, _ in runs:
+            if self.spec.y is None:
+                done[i0:i1] = True
+            else:
+                done[j, i0:i1] = True
+        self.file.flush()
+
+    def close(self) -> None:
+        """Close the file and release the lock."""
+        if getattr(self, "file", None) is not None:
+            self.file.close()
+            self.file = None
+        self.lock.release()
+
+    def __enter__(self) -> "SurfaceWriter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_surface(path: str | Path) -> dict[str, Any]:
+    """Read a whole surface file into memory: datasets by name plus ``attrs``."""
+    with open_readonly(path) as f:
+        if read_attr(f, "kind") != KIND:
+            raise ValueError(f"{path} is not a surface file (kind={read_attr(f, 'kind')!r})")
+        out: dict[str, Any] = {name: f[name][()] for name in f if isinstance(f[name], h5py.Dataset)}
+        out["attrs"] = {k: read_attr(f, k) for k in f.attrs}
+    return out
+
+
+def spec_from_file(f: h5py.File) -> SurfaceSpec:
+    """The spec (grid, metrics, hashes, directions, attributes) of an open surface file."""
+    directions: dict[str, dict[str, np.ndarray]] = {}
+    if "directions" in f:
+        for axis in f["directions"]:
+            directions[axis] = {n: f["directions"][axis][n][()] for n in f["directions"][axis]}
+    skip = {"kind", "schema_version", "ndim", "axes", "model_hash", "directions_hash", "metrics", "config", "created", "effrep_version", "shard_task", "shard_count"}
+    return SurfaceSpec(
+        x=f["xcoordinates"][()],
+        y=f["ycoordinates"][()] if "ycoordinates" in f else None,
+        metrics=[m for m in str(read_attr(f, "metrics", "")).split(",") if m],
+        config_yaml=str(read_attr(f, "config", "")),
+        model_hash=str(read_attr(f, "model_hash", "")),
+        directions_hash=str(read_attr(f, "directions_hash", "")),
+        directions=directions,
+        attrs={k: read_attr(f, k) for k in f.attrs if k not in skip},
+    )
+
+
+def merge_shards(shards: list[Path], output: Path, *, overwrite: bool = False) -> tuple[Path, int, int]:
+    """Copy the done points of every shard into ``output`` (created or, if compatible, completed)."""
+    if not shards:
+        raise ValueError("no shard files given")
+    missing = [str(s) for s in shards if not Path(s).is_file()]
+    if missing:
+        raise FileNotFoundError(f"shard file(s) not found: {', '.join(missing)}")
+    with open_readonly(shards[0]) as f:
+        if read_attr(f, "kind") != KIND:
+            raise ValueError(f"{shards[0]} is not a surface shard (kind={read_attr(f, 'kind')!r})")
+        spec = spec_from_file(f)
+    with SurfaceWriter(output, spec, overwrite=overwrite) as out:
+        for shard in shards:
+            with open_readonly(shard) as f:
+                diffs = _differences(f, spec)
+                if diffs:
+                    raise ValueError(f"{shard} does not belong with {shards[0]}: " + "; ".join(diffs))
+                done = f["done"][()].reshape(-1)
+                flat = np.flatnonzero(done)
+                if flat.size:
+                    values = {m: f[m][()].reshape(-1)[flat] for m in spec.metrics}
+                    out.write(flat, values)
+        total_done = int(out.done_mask().sum())
+    return output, total_done, spec.num_points

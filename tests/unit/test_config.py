@@ -1,0 +1,73 @@
+"""Config loading: YAML + overrides into typed dataclasses, with errors a user can act on."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from effrep_hpc.config import Config, ConfigError, from_yaml, load_config, to_yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_overrides_are_typed(tmp_path: Path) -> None:
+    cfg = load_config(ROOT / "configs/demo/digits.yaml", ["train.lr=0.05", "data.name=mnist1d", "train.milestones=[2, 4]", "landscape.y=null"])
+    assert isinstance(cfg, Config)
+    assert cfg.train.lr == 0.05 and isinstance(cfg.train.lr, float)
+    assert cfg.data.name == "mnist1d"
+    assert cfg.train.milestones == [2, 4]
+    assert cfg.landscape.y is None
+    # an int given for a float key is accepted and converted
+    assert isinstance(load_config(None, ["train.lr=1"]).train.lr, float)
+
+
+def test_resolved_config_round_trips() -> None:
+    cfg = load_config(ROOT / "configs/demo/digits.yaml", ["train.epochs=3"])
+    assert from_yaml(to_yaml(cfg)) == cfg
+
+
+def test_unknown_key_names_closest() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(None, ["train.lrr=0.1"])
+    msg = str(info.value)
+    assert "train.lrr" in msg and "did you mean train.lr?" in msg and "valid keys" in msg
+
+
+def test_unknown_section_and_bad_choice_reported_together() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(None, ["trian.lr=0.1", "train.optimizer=sgdd"])
+    msg = str(info.value)
+    assert len(info.value.problems) == 2
+    assert "did you mean train?" in msg
+    assert "did you mean 'sgd'?" in msg and "adam" in msg
+
+
+def test_wrong_type_and_impossible_values() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(None, ["train.epochs=three"])
+    assert "train.epochs: expected an integer" in str(info.value)
+    with pytest.raises(ConfigError) as info:
+        load_config(None, ["train.lr=-1", "landscape.x=1:-1:5"])
+    msg = str(info.value)
+    assert "train.lr: must be > 0" in msg and "landscape.x" in msg and "lo must be <= hi" in msg
+
+
+def test_unknown_model_lists_close_names() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(None, ["model.name=resnet5"])
+    assert "resnet56" in str(info.value)
+
+
+def test_cli_config_error_exit_code_and_nothing_written(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "effrep_hpc.cli", "train", str(ROOT / "configs/demo/digits.yaml"), f"run.out={out}", "train.lrr=0.1"],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "train.lrr" in proc.stderr and "train.lr" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not out.exists()
