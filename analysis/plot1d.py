@@ -23,8 +23,10 @@ def plot1d_figure(surface: Surface, *, log: bool = False) -> Figure:
             f"{surface.describe()} is a 2D surface ({surface.y.size} x {surface.x.size}); plot1d needs a 1D "
             "surface: use `contour` for 2D files, or take a slice with --at-y VALUE / --at-x VALUE"
         )
-    losses = [m for m in surface.metrics if m.endswith("loss")]
-    accs = [m for m in surface.metrics if m.endswith("acc")]
+    # Train before test, so the legend reads in the same order for every file.
+    order = sorted(surface.metrics, key=lambda m: (not m.startswith("train"), m))
+    losses = [m for m in order if m.endswith("loss")]
+    accs = [m for m in order if m.endswith("acc")]
     loss_drawn = _drawable(surface, losses, log=log)
     acc_drawn = _drawable(surface, accs, log=False)
     if not loss_drawn and not acc_drawn:

@@ -8,6 +8,7 @@ file is created. The resolved config is stored with every output as YAML text (:
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -17,6 +18,30 @@ from typing import Any, Literal, Optional, Union, get_args, get_origin
 import yaml
 
 from effrep_hpc.registry import close_names
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML with 1.2-style numbers: ``-1:1:51`` stays a string (1.1 reads base 60), ``1e-3`` is a float."""
+
+
+_NUMBER_TAGS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag not in _NUMBER_TAGS]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:int", re.compile(r"^[-+]?(0|[1-9][0-9_]*|0x[0-9a-fA-F_]+|0o[0-7_]+)$"), list("-+0123456789")
+)
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^([-+]?(\.[0-9]+|[0-9][0-9_]*(\.[0-9_]*)?)([eE][-+]?[0-9]+)?|[-+]?\.(inf|Inf|INF)|\.(nan|NaN|NAN))$"),
+    list("-+0123456789."),
+)
+
+
+def yaml_load(text: str) -> Any:
+    """Parse YAML text with the config loader (numbers as in YAML 1.2)."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
 
 
 class ConfigError(ValueError):
@@ -328,7 +353,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key or any(not part for part in key.split(".")):
         raise ConfigError([f"override {text!r}: expected section.key=value, e.g. train.lr=0.05"])
     try:
-        value = yaml.safe_load(raw) if raw != "" else ""
+        value = yaml_load(raw) if raw != "" else ""
     except yaml.YAMLError:
         value = raw
     return key.split("."), value
@@ -373,7 +398,7 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
         if not p.is_file():
             raise ConfigError([f"config file {str(p)!r} does not exist"])
         try:
-            loaded = yaml.safe_load(p.read_text())
+            loaded = yaml_load(p.read_text())
         except yaml.YAMLError as exc:
             raise ConfigError([f"{p}: not valid YAML: {exc}"]) from None
         data = loaded or {}
@@ -394,4 +419,4 @@ def to_yaml(cfg: Any) -> str:
 
 def from_yaml(text: str, cls: type = Config) -> Any:
     """Rebuild a config from :func:`to_yaml` text (e.g. from a checkpoint or HDF5 attribute)."""
-    return from_dict(yaml.safe_load(text) or {}, cls)
+    return from_dict(yaml_load(text) or {}, cls)

@@ -44,7 +44,9 @@ def load_digits(
     x_train, y_train = seeded_subset(
         x_train, torch.from_numpy(y_tr), train_size, seed=seed, stream="train", what="train_size"
     )
-    x_test, y_test = seeded_subset(x_test, torch.from_numpy(y_te), test_size, seed=seed, stream="test", what="test_size")
+    x_test, y_test = seeded_subset(
+        x_test, torch.from_numpy(y_te), test_size, seed=seed, stream="test", what="test_size"
+    )
     return Dataset(
         name="digits",
         x_train=x_train.contiguous(),

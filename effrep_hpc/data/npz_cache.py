@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import tempfile
+import uuid
 import zipfile
 from pathlib import Path
 from typing import Optional
@@ -19,9 +19,11 @@ def write_npz_atomic(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # A unique name opened with "x" (not mkstemp, whose 0600 mode would hide a shared cache from
+    # the rest of the group): the file gets the user's umask like any other output.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        with os.fdopen(fd, "wb") as fh:
+        with open(tmp, "xb") as fh:
             np.savez(fh, **arrays)
             fh.flush()
             os.fsync(fh.fileno())
@@ -36,7 +38,8 @@ def write_npz_atomic(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
 def read_npz(path: str | Path, keys: tuple[str, ...]) -> Optional[dict[str, np.ndarray]]:
     """Read ``keys`` from ``path`` without allowing pickles; None when missing, unreadable or incomplete."""
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        # Open the file ourselves: np.load(path) leaks its handle when the zip is damaged.
+        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as npz:
             if not set(keys) <= set(npz.files):
                 return None
             return {k: npz[k] for k in keys}

@@ -31,7 +31,9 @@ def register_model(
     """Decorator: register a model constructor under ``name`` with its default input shape and classes."""
     shape = tuple(int(s) for s in input_shape)
     if not shape or any(s < 1 for s in shape):
-        raise ValueError(f"input_shape of model {name!r} must be positive ints without batch dim, got {input_shape}")
+        raise ValueError(
+            f"input_shape of model {name!r} must be positive ints without the batch dim, got {input_shape}"
+        )
 
     def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         _MODELS.register(name)(ModelSpec(name, fn, shape, int(num_classes)))

@@ -130,7 +130,9 @@ def check_widths(name: str, widths: Sequence[int] | None, default: Sequence[int]
     if isinstance(widths, (str, bytes)) or not isinstance(widths, Sequence):
         raise ValueError(f"{name} must be a list of {len(default)} positive ints, got {widths!r}")
     if len(widths) != len(default):
-        raise ValueError(f"{name} must have {len(default)} entries (one per layer), got {len(widths)}: {list(widths)}")
+        raise ValueError(
+            f"{name} must have {len(default)} entries (one per layer), got {len(widths)}: {list(widths)}"
+        )
     return [check_width(f"{name}[{i}]", w) for i, w in enumerate(widths)]
 
 

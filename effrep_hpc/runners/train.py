@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
-from effrep_hpc.config import Config, to_dict, to_yaml
+
+from effrep_hpc.config import Config, to_dict, to_yaml, yaml_load
 from effrep_hpc.data import augment, load_dataset
 from effrep_hpc.models import create_model
 from effrep_hpc.runners.common import env_world, init_process_group, progress, report, setup_runtime
@@ -59,7 +59,7 @@ def model_from_config(cfg: Config, num_classes: int) -> torch.nn.Module:
 
 def config_differences(old_yaml: str, new: Config, sections: tuple[str, ...] = RESULT_SECTIONS) -> list[str]:
     """Dotted keys whose values differ between a stored config and ``new``, within ``sections``."""
-    old = yaml.safe_load(old_yaml) or {}
+    old = yaml_load(old_yaml) or {}
     cur = to_dict(new)
     diffs: list[str] = []
 
@@ -196,8 +196,8 @@ def run_train(cfg: Config, *, overwrite: bool = False) -> TrainOutputs:
                         "final": final,
                     },
                 )
+            bar.set_postfix(loss=f"{final['train_loss']:.3f}", test_acc=f"{final['test_acc']:.1f}", refresh=False)
             bar.update(1)
-            bar.set_postfix(loss=f"{final['train_loss']:.3f}", test_acc=f"{final['test_acc']:.1f}")
         bar.close()
     finally:
         if metrics is not None:

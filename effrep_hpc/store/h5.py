@@ -128,6 +128,7 @@ class WriterLock:
             "pid": os.getpid(),
             "slurm_job": os.environ.get("SLURM_JOB_ID"),
         }
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         for _ in range(2):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)

@@ -1,0 +1,357 @@
+"""Command line for turning surface files (docs/surface-format.md) into figures and VTK files.
+
+Usage: ``python -m analysis <command> [options] FILE ...`` (or ``effrep analyze <command> ...``).
+Every command writes next to its input file, or under ``--out DIR``, and prints one
+``wrote: <path>`` line per file it wrote. A file that is not a surface file, a missing dataset or a
+1D/2D mismatch is reported as ``error: ...`` on stderr with exit code 2.
+
+Commands and the files they write (``<stem>`` = input file name without ``.h5``; ``[_log]`` is
+added with ``--log``; ``<ext>`` is ``png`` unless ``--format`` says ``pdf``/``svg``):
+
+  contour FILE...      labelled contour lines, filled contours and a heatmap of a 2D surface
+                       -> <stem>_<metric>_contour[_log].<ext>, <stem>_<metric>_contourf[_log].<ext>,
+                          <stem>_<metric>_heatmap[_log].<ext>  (pick some with --kind)
+      python -m analysis contour scan.h5 --metric test_loss --levels 0.1,0.5,1,2,5 --log
+
+  plot1d FILE...       loss (left axis) and accuracy (right axis) against the step size, train
+                       solid and test dashed -> <stem>_plot1d[_log].<ext>; a 2D file needs a
+                       slice: --at-y 0 -> <stem>_plot1d_y<value>[_log].<ext> (--at-x: _x<value>)
+      python -m analysis plot1d line.h5 --log
+
+  surface3d FILE...    matplotlib 3D surface -> <stem>_<metric>_surface3d[_log].<ext>
+      python -m analysis surface3d scan.h5 --zmax 10 --format pdf
+
+  vtk FILE...          ParaView files: <stem>_<metric>[_log][_flat].vts (vtkStructuredGrid, masked
+                       points blanked) and .vtp (vtkPolyData of the valid quads/triangles).
+                       Point arrays: every metric, log10_<loss>, done, height (the z used).
+      python -m analysis vtk scan.h5 --zmax 10 --log
+
+  render FILE...       offscreen pyvista PNG of the lit 3D surface
+                       -> <stem>_<metric>_render[_top][_log].png
+      python -m analysis render scan.h5 --contours 12 --cmap coolwarm
+
+  compare FILE FILE... shared-colour-scale panels (2D) or overlaid curves (1D) in one figure
+                       -> <stem1>_vs_<stem2>..._<metric>_compare[_log].<ext> (or --name NAME),
+                       written next to the first file
+      python -m analysis compare small_batch.h5 large_batch.h5 --labels "bs=128,bs=8192"
+
+Masking: a point is drawn only when it is marked done and its value is finite (and > 0 with
+--log); colour ranges come from those points only. ``python -m analysis <command> --help`` lists
+every option.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+from analysis.surface import Surface, SurfaceError, load_surface
+
+FIGURE_FORMATS = ("png", "pdf", "svg")
+CONTOUR_KINDS = ("contour", "contourf", "heatmap")
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Keep the hand-written layout of descriptions and show each option's default."""
+
+
+def _log_suffix(log: bool) -> str:
+    return "_log" if log else ""
+
+
+def _value_tag(value: float) -> str:
+    """A compact, filename-safe number: 0.25 -> "0.25", -0.5 -> "m0.5"."""
+    return f"{value:g}".replace("-", "m").replace("+", "")
+
+
+def _out(surface: Surface, args: argparse.Namespace, name: str) -> Path:
+    from analysis.common import output_path
+
+    return output_path(surface.path, args.out, name)
+
+
+def _formats(args: argparse.Namespace) -> list[str]:
+    return list(dict.fromkeys(args.format or ["png"]))
+
+
+def _save(fig, paths: Iterator[Path] | Sequence[Path], dpi: int) -> Iterator[Path]:
+    from analysis.common import save_figure
+
+    for path in paths:
+        yield save_figure(fig, path, dpi=dpi)
+
+
+def _parse_levels(text: str) -> int | list[float]:
+    from analysis.common import parse_levels
+
+    try:
+        return parse_levels(text)
+    except SurfaceError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _parse_size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give the size as WIDTHxHEIGHT, e.g. 1200x900") from None
+    if width < 16 or height < 16:
+        raise argparse.ArgumentTypeError(f"{text!r}: width and height must be at least 16 pixels")
+    return width, height
+
+
+# --- commands: each yields the paths it wrote ---------------------------------------------------
+
+
+def _cmd_contour(args: argparse.Namespace) -> Iterator[Path]:
+    from analysis.contour import contour_figure
+
+    kinds = list(dict.fromkeys(args.kind or CONTOUR_KINDS))
+    for file in args.files:
+        surface = load_surface(file)
+        surface.require_2d("contour")
+        surface.require(args.metric)
+        for kind in kinds:
+            fig = contour_figure(
+                surface, args.metric, kind=kind, levels=args.levels, vmin=args.vmin, vmax=args.vmax,
+                log=args.log, cmap=args.cmap,
+            )
+            names = [f"{surface.path.stem}_{args.metric}_{kind}{_log_suffix(args.log)}.{ext}" for ext in _formats(args)]
+            yield from _save(fig, [_out(surface, args, n) for n in names], args.dpi)
+
+
+def _cmd_plot1d(args: argparse.Namespace) -> Iterator[Path]:
+    from analysis.plot1d import plot1d_figure
+
+    if args.at_x is not None and args.at_y is not None:
+        raise SurfaceError("give at most one of --at-x and --at-y")
+    for file in args.files:
+        surface = load_surface(file)
+        tag = ""
+        if surface.ndim == 2 and (args.at_x is not None or args.at_y is not None):
+            line = surface.slice_at(x=args.at_x, y=args.at_y)
+            axis, coords, wanted = ("y", surface.y, args.at_y) if args.at_y is not None else ("x", surface.x, args.at_x)
+            tag = f"_{axis}{_value_tag(float(coords[abs(coords - wanted).argmin()]))}"
+            surface = line
+        elif surface.ndim == 1 and (args.at_x is not None or args.at_y is not None):
+            raise SurfaceError(f"{file} is already a 1D surface; drop --at-x/--at-y")
+        fig = plot1d_figure(surface, log=args.log)
+        names = [f"{surface.path.stem}_plot1d{tag}{_log_suffix(args.log)}.{ext}" for ext in _formats(args)]
+        yield from _save(fig, [_out(surface, args, n) for n in names], args.dpi)
+
+
+def _cmd_surface3d(args: argparse.Namespace) -> Iterator[Path]:
+    from analysis.surface3d import surface3d_figure
+
+    for file in args.files:
+        surface = load_surface(file)
+        fig = surface3d_figure(
+            surface, args.metric, log=args.log, zmax=args.zmax, vmin=args.vmin, vmax=args.vmax,
+            elev=args.elev, azim=args.azim, cmap=args.cmap,
+        )
+        names = [f"{surface.path.stem}_{args.metric}_surface3d{_log_suffix(args.log)}.{ext}" for ext in _formats(args)]
+        yield from _save(fig, [_out(surface, args, n) for n in names], args.dpi)
+
+
+def _cmd_vtk(args: argparse.Namespace) -> Iterator[Path]:
+    from analysis.vtkexport import polydata, structured_grid, write_xml
+
+    kinds = list(dict.fromkeys(args.only or ["vts", "vtp"]))
+    for file in args.files:
+        surface = load_surface(file)
+        surface.require_2d("vtk")
+        base = f"{surface.path.stem}_{args.metric}{_log_suffix(args.log)}{'_flat' if args.flat else ''}"
+        options = {"log": args.log, "zmax": args.zmax, "flat": args.flat}
+        if "vts" in kinds:
+            yield write_xml(structured_grid(surface, args.metric, **options), _out(surface, args, base + ".vts"))
+        if "vtp" in kinds:
+            poly = polydata(surface, args.metric, cells=args.cells, **options)
+            yield write_xml(poly, _out(surface, args, base + ".vtp"))
+
+
+def _cmd_render(args: argparse.Namespace) -> Iterator[Path]:
+    from analysis.render import render_surface
+
+    for file in args.files:
+        surface = load_surface(file)
+        view = "_top" if args.view == "top" else ""
+        path = _out(surface, args, f"{surface.path.stem}_{args.metric}_render{view}{_log_suffix(args.log)}.png")
+        yield render_surface(
+            surface, path, args.metric, log=args.log, zmax=args.zmax, zscale=args.zscale, cmap=args.cmap,
+            contours=args.contours, view=args.view, elev=args.elev, azim=args.azim, window_size=args.size,
+            scalar_bar=not args.no_scalar_bar, title=not args.no_title,
+        )
+
+
+def _cmd_compare(args: argparse.Namespace) -> Iterator[Path]:
+    from analysis.compare import compare_figure
+
+    if len(args.files) < 2:
+        raise SurfaceError("compare needs at least two surface files")
+    surfaces = [load_surface(f) for f in args.files]
+    labels = [s.strip() for s in args.labels.split(",")] if args.labels else None
+    fig = compare_figure(
+        surfaces, args.metric, labels=labels, kind=args.kind, levels=args.levels, vmin=args.vmin,
+        vmax=args.vmax, log=args.log, cmap=args.cmap,
+    )
+    if args.name:
+        base = args.name
+    else:
+        stems = [s.path.stem for s in surfaces]
+        joined = "_vs_".join(stems) if len(stems) <= 4 else f"{stems[0]}_and_{len(stems) - 1}_more"
+        base = f"{joined}_{args.metric}_compare{_log_suffix(args.log)}"
+    yield from _save(fig, [_out(surfaces[0], args, f"{base}.{ext}") for ext in _formats(args)], args.dpi)
+
+
+# --- parser ------------------------------------------------------------------------------------
+
+
+def _common(p: argparse.ArgumentParser, *, files: str = "one or more surface files (.h5)") -> None:
+    p.add_argument("files", nargs="+", metavar="FILE", help=files)
+    p.add_argument("--out", metavar="DIR", default=None, help="write here instead of next to each input file (created if missing)")
+
+
+def _metric(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--metric", default="train_loss", help="value dataset to show: train_loss, train_acc, test_loss, test_acc, ...")
+
+
+def _figure_out(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--format", action="append", choices=FIGURE_FORMATS, default=None,
+                   help="image format; repeat for several (--format png --format pdf) [default: png]")
+    p.add_argument("--dpi", type=int, default=150, help="resolution of raster images")
+
+
+def _colour(p: argparse.ArgumentParser, *, levels: bool = True) -> None:
+    p.add_argument("--vmin", type=float, default=None, help="lower end of the colour scale [default: smallest valid value]")
+    p.add_argument("--vmax", type=float, default=None, help="upper end of the colour scale [default: largest valid value]")
+    if levels:
+        p.add_argument("--levels", type=_parse_levels, default=20,
+                       help="contour levels: a count spread over [vmin, vmax] (e.g. 20) or an explicit list (e.g. 0.1,0.5,1,5)")
+    p.add_argument("--cmap", default="viridis", help="matplotlib colormap name (coolwarm gives the paper's blue-red look)")
+
+
+def _height(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--log", action="store_true", help="height is log10(value); non-positive values are masked")
+    p.add_argument("--zmax", type=float, default=None, help="clip values above this (data units, applied before --log)")
+
+
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    """The argparse parser for all commands (exposed so `effrep analyze` can embed the same help)."""
+    parser = argparse.ArgumentParser(
+        prog=prog or "python -m analysis", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def command(name: str, summary: str, description: str, run: Callable[[argparse.Namespace], Iterator[Path]]):
+        p = sub.add_parser(name, help=summary, description=description, formatter_class=_HelpFormatter)
+        p.set_defaults(run=run)
+        return p
+
+    p = command("contour", "contour lines, filled contours and heatmap of a 2D surface",
+                "Labelled contour lines, filled contours and a heatmap of one metric of a 2D surface, one image each.\n"
+                "Masked points (not done, NaN, inf) are grey and never stretch the colour scale.\n"
+                "Writes <stem>_<metric>_<kind>[_log].<ext>.", _cmd_contour)
+    _common(p)
+    _metric(p)
+    p.add_argument("--kind", action="append", choices=CONTOUR_KINDS, default=None,
+                   help="which views to draw; repeat for several [default: all three]")
+    _colour(p)
+    p.add_argument("--log", action="store_true", help="logarithmic colour scale and geometrically spaced levels")
+    _figure_out(p)
+
+    p = command("plot1d", "loss and accuracy of a 1D surface against the step size",
+                "Loss (left axis) and accuracy (right axis) against the step size; train solid, test dashed.\n"
+                "A 2D file needs a slice: --at-y VALUE takes the row nearest y = VALUE (x along the axis),\n"
+                "--at-x VALUE the column nearest x = VALUE.\n"
+                "Writes <stem>_plot1d[_y<v>|_x<v>][_log].<ext>.", _cmd_plot1d)
+    _common(p)
+    p.add_argument("--log", action="store_true", help="logarithmic loss axis")
+    p.add_argument("--at-y", type=float, default=None, metavar="Y", help="for a 2D file: plot the row nearest this y")
+    p.add_argument("--at-x", type=float, default=None, metavar="X", help="for a 2D file: plot the column nearest this x")
+    _figure_out(p)
+
+    p = command("surface3d", "matplotlib 3D surface of a 2D surface (PNG/PDF)",
+                "A matplotlib 3D surface of one metric, coloured by height; masked points leave holes.\n"
+                "Writes <stem>_<metric>_surface3d[_log].<ext>.", _cmd_surface3d)
+    _common(p)
+    _metric(p)
+    _height(p)
+    _colour(p, levels=False)
+    p.add_argument("--elev", type=float, default=30.0, help="camera elevation in degrees")
+    p.add_argument("--azim", type=float, default=-60.0, help="camera azimuth in degrees")
+    _figure_out(p)
+
+    p = command("vtk", "ParaView files (.vts structured grid, .vtp polygon surface)",
+                "VTK XML files (appended binary, zlib) for ParaView. Point (x[i], y[j]) has z = the metric\n"
+                "(clipped at --zmax, log10 with --log; 0 with --flat). Point arrays: every metric, log10_<loss>,\n"
+                "done, height. The .vts keeps the whole grid with masked points blanked; the .vtp holds only\n"
+                "cells whose corners are all valid.\n"
+                "Writes <stem>_<metric>[_log][_flat].vts and .vtp.", _cmd_vtk)
+    _common(p)
+    _metric(p)
+    _height(p)
+    p.add_argument("--flat", action="store_true", help="z = 0 everywhere, for ParaView's Warp By Scalar")
+    p.add_argument("--cells", choices=("quad", "tri"), default="quad", help="polygon type of the .vtp")
+    p.add_argument("--only", action="append", choices=("vts", "vtp"), default=None,
+                   help="write only this file type; repeat for both [default: both]")
+
+    p = command("render", "offscreen pyvista PNG of the lit 3D surface",
+                "An offscreen pyvista render: smooth-shaded surface coloured by height, camera at an elevated\n"
+                "oblique angle (or straight down with --view top: +x right, +y up), optional contour lines.\n"
+                "Writes <stem>_<metric>_render[_top][_log].png.", _cmd_render)
+    _common(p)
+    _metric(p)
+    _height(p)
+    p.add_argument("--cmap", default="viridis", help="colormap (coolwarm gives the paper's blue-red look)")
+    p.add_argument("--contours", type=int, default=0, help="number of contour lines drawn on the surface")
+    p.add_argument("--zscale", type=float, default=None,
+                   help="height scale factor [default: z extent = half the larger x/y extent]")
+    p.add_argument("--view", choices=("oblique", "top"), default="oblique", help="camera placement")
+    p.add_argument("--elev", type=float, default=35.0, help="oblique view: camera elevation in degrees")
+    p.add_argument("--azim", type=float, default=-60.0, help="oblique view: camera azimuth in degrees (matplotlib's convention)")
+    p.add_argument("--size", type=_parse_size, default=(1200, 900), metavar="WxH", help="image size in pixels")
+    p.add_argument("--no-scalar-bar", action="store_true", help="leave out the colour bar")
+    p.add_argument("--no-title", action="store_true", help="leave out the title text")
+
+    p = command("compare", "several surfaces in one figure on one colour scale",
+                "Panels of one metric from several 2D surfaces side by side on one shared colour scale\n"
+                "(or, for 1D surfaces, their curves overlaid on one axis). The scale spans the valid points\n"
+                "of all files. Writes <stem1>_vs_<stem2>..._<metric>_compare[_log].<ext> next to the first\n"
+                "file (or --name NAME.<ext>).", _cmd_compare)
+    _common(p, files="two or more surface files (.h5), all 1D or all 2D")
+    _metric(p)
+    p.add_argument("--labels", default=None, help="comma-separated panel titles, one per file [default: file names]")
+    p.add_argument("--kind", choices=CONTOUR_KINDS, default="contourf", help="view drawn in each panel")
+    _colour(p)
+    p.add_argument("--log", action="store_true", help="logarithmic colour scale")
+    p.add_argument("--name", default=None, help="output file name without extension")
+    _figure_out(p)
+    return parser
+
+
+def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:
+    """Run one analysis command; returns the exit code (0 ok, 2 bad input) instead of exiting."""
+    parser = build_parser(prog)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help and usage errors: argparse has already printed
+        return exc.code if isinstance(exc.code, int) else 2
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        for path in args.run(args):
+            print(f"wrote: {path}", flush=True)
+    except SurfaceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,369 @@
+"""The MPI backend: a dynamic work queue over mpi4py in which rank 0 both computes and writes.
+
+Design
+------
+Every rank calls ``run`` with the same ``items``, so only item *indices* travel from rank 0 to
+the workers (small pickles). Results travel back through ``mpi4py.util.pkl5``: pickle protocol 5,
+whose large buffers (numpy arrays) go as separate uppercase ``Send`` messages instead of being
+copied into the pickle stream, with no 2 GiB message limit. All traffic runs on a duplicate of the
+communicator, so it never matches messages of other code.
+
+* Prefetch (double buffering): rank 0 keeps ``prefetch`` indices (default 2) outstanding at
+  every worker and answers each result with one new index. A worker computes one item while the
+  next index already waits in its MPI receive queue, so it does not idle for a round trip.
+* Rank 0 serves while it computes: if the MPI library grants at least MPI_THREAD_SERIALIZED
+  (``MPI.Query_thread()``; mpi4py asks for MULTIPLE), a helper thread on rank 0 receives results
+  and sends new indices while the main thread computes rank 0's own items. Only the helper thread
+  calls MPI while it runs, hence SERIALIZED suffices. Results reach the main thread through a
+  ``queue.Queue``: ``on_result`` and ``on_progress`` run only on the main thread, so HDF5 writers
+  and progress bars need not be thread-safe. Without that thread level, or with
+  ``serve_thread=False``, rank 0 serves between its own items; prefetch then keeps a worker busy
+  as long as it finishes fewer than ``prefetch`` items while rank 0 computes one.
+* Idle waiting polls (``Iprobe`` and a sleep that grows from 20 us to 2 ms) instead of blocking,
+  because MPICH and Open MPI busy-spin inside blocking calls and a spinning idle rank takes a core
+  from the ranks it shares a node with.
+* Termination: after the last result has gone through ``on_result`` on rank 0, rank 0 sends each
+  worker a stop message; so ``run`` returns on every rank only once all results are delivered.
+  No collective runs per item; ``run`` makes one ``allgather`` of ``len(items)`` up front, so ranks
+  that disagree about the work list fail at once instead of deadlocking.
+* The tail: an index prefetched by a busy worker waits for that worker, so the last items can
+  finish up to ``prefetch - 1`` item durations after the others.
+
+Failures
+--------
+If ``compute`` raises on a worker, the worker sends rank 0 its traceback and re-raises the
+original exception; rank 0 raises :class:`WorkerError` naming that rank and item. Launch as
+``mpiexec -n N python -m mpi4py script.py``: then an uncaught exception on any rank calls
+``MPI_Abort`` and ends the whole job with a non-zero status. Launched as plain
+``python script.py`` (or as a console script, which cannot take ``-m mpi4py``), a rank that dies
+can leave the others waiting for messages that never come; wrap the entry point in
+:func:`abort_on_error` to get the same behaviour there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import sys
+import threading
+import time
+import traceback
+from typing import Any, Callable, Iterable, Iterator
+
+from effrep_hpc.dist.base import Backend, Compute, OnProgress, OnResult, WorkerError, run_serial
+
+_TAG_WORK = 101
+_TAG_STOP = 102
+_TAG_RESULT = 103
+_TAG_ERROR = 104
+
+_FIRST_SLEEP = 2e-5
+_MAX_SLEEP = 2e-3
+# A traceback must fit in one eager message, so that sending it cannot block on rank 0.
+_MAX_TRACEBACK_CHARS = 8000
+
+
+@contextlib.contextmanager
+def abort_on_error() -> Iterator[None]:
+    """Turn an exception escaping the block into MPI_Abort of the whole job (as ``python -m mpi4py`` does).
+
+    Only acts when MPI is already initialised with more than one rank; otherwise the exception
+    propagates unchanged. Meant for entry points such as console scripts that cannot be started
+    with ``-m mpi4py``, so that one failing rank ends the job instead of hanging the others.
+    """
+    try:
+        yield
+    except BaseException as exc:
+        if isinstance(exc, SystemExit) and exc.code in (0, None):
+            raise
+        MPI = sys.modules.get("mpi4py.MPI")  # never import it here: that would initialise MPI
+        if MPI is not None and MPI.Is_initialized() and not MPI.Is_finalized() and MPI.COMM_WORLD.Get_size() > 1:
+            traceback.print_exc()
+            sys.stderr.flush()
+            MPI.COMM_WORLD.Abort(1)
+        raise
+
+
+class _Backoff:
+    """Sleep a little longer each time nothing happened; start short again after progress."""
+
+    def __init__(self) -> None:
+        self._delay = 0.0
+
+    def reset(self) -> None:
+        self._delay = 0.0
+
+    def wait(self) -> None:
+        time.sleep(self._delay)
+        self._delay = min(_MAX_SLEEP, max(_FIRST_SLEEP, 2 * self._delay))
+
+
+class _Failure:
+    """Carried through the result queue to make the main thread raise ``exc``."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+class _Dispatcher:
+    """Rank 0's side of the queue: hands indices to workers and receives their results."""
+
+    def __init__(
+        self, MPI: Any, comm: Any, rcomm: Any, total: int, prefetch: int, sink: Callable[[int, Any], None]
+    ) -> None:
+        self._MPI = MPI
+        self._comm = comm
+        self._rcomm = rcomm
+        self._total = total
+        self._prefetch = prefetch
+        self._sink = sink
+        self._lock = threading.Lock()  # rank 0's main thread takes indices too
+        self._next = 0
+        self._sent = 0
+        self._received = 0
+        self._requests: list[Any] = []
+
+    def take(self) -> int | None:
+        """The next index nobody has started, or None when all are handed out."""
+        with self._lock:
+            if self._next >= self._total:
+                return None
+            index = self._next
+            self._next += 1
+            return index
+
+    @property
+    def workers_done(self) -> bool:
+        """True when every index is handed out and every worker's result has arrived."""
+        return self._next >= self._total and self._received == self._sent
+
+    def prime(self) -> None:
+        """Give every worker ``prefetch`` indices, round-robin so small jobs still reach all of them."""
+        for _ in range(self._prefetch):
+            for worker in range(1, self._comm.Get_size()):
+                if not self._give(worker):
+                    return
+
+    def _give(self, worker: int) -> bool:
+        index = self.take()
+        if index is None:
+            return False
+        self._requests.append(self._comm.isend(index, dest=worker, tag=_TAG_WORK))
+        self._sent += 1
+        return True
+
+    def serve(self) -> int:
+        """Handle every message that has arrived, without blocking; return how many there were."""
+        MPI = self._MPI
+        status = MPI.Status()
+        handled = 0
+        while True:
+            message = self._rcomm.improbe(MPI.ANY_SOURCE, MPI.ANY_TAG, status)
+            if message is None:
+                break
+            payload = message.recv()
+            source, tag = status.Get_source(), status.Get_tag()
+            handled += 1
+            if tag == _TAG_RESULT:
+                index, result = payload
+                self._received += 1
+                self._give(source)  # before the sink, which may be a slow HDF5 write
+                self._sink(index, result)
+            elif tag == _TAG_ERROR:
+                index, remote_traceback = payload
+                raise WorkerError(source, index, remote_traceback)
+            else:
+                raise RuntimeError(f"unexpected message tag {tag} from rank {source} in the work queue")
+        if self._requests:
+            self._requests = [req for req in self._requests if not req.Test()]
+        return handled
+
+    def stop_workers(self) -> None:
+        """Tell every worker that all results are delivered, and complete all sends."""
+        for worker in range(1, self._comm.Get_size()):
+            self._requests.append(self._comm.isend(None, dest=worker, tag=_TAG_STOP))
+        self._MPI.Request.Waitall(self._requests)
+        self._requests = []
+
+
+def _serve_forever(dispatcher: _Dispatcher, stop: threading.Event, inbox: queue.Queue) -> None:
+    """Helper-thread body on rank 0: serve until workers are done, forwarding any failure."""
+    backoff = _Backoff()
+    try:
+        while not stop.is_set() and not dispatcher.workers_done:
+            if dispatcher.serve():
+                backoff.reset()
+            else:
+                backoff.wait()
+    except BaseException as exc:  # handed to the main thread, which re-raises it
+        inbox.put(_Failure(exc))
+
+
+class MPIBackend(Backend):
+    """Ranks of an MPI job sharing items through a dynamic queue; rank 0 computes and writes.
+
+    ``prefetch``: indices kept outstanding per worker (>= 1). ``serve_thread``: serve the queue
+    from a helper thread on rank 0 (None: when the MPI thread level allows it). ``comm``: the
+    communicator to use (default ``MPI.COMM_WORLD``); it is duplicated, collectively, here.
+    """
+
+    kind = "mpi"
+
+    def __init__(self, *, prefetch: int = 2, serve_thread: bool | None = None, comm: Any = None) -> None:
+        if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 1:
+            raise ValueError(f"prefetch must be an integer >= 1, got {prefetch!r}")
+        try:
+            from mpi4py import MPI
+            from mpi4py.util import pkl5
+        except ImportError as exc:
+            raise ImportError(
+                "the 'mpi' backend needs mpi4py: pip install 'effrep-hpc[mpi]' (or mpi4py)"
+            ) from exc
+        level_ok = MPI.Query_thread() >= MPI.THREAD_SERIALIZED
+        if serve_thread and not level_ok:
+            raise ValueError(
+                "serve_thread=True needs MPI_THREAD_SERIALIZED or better, but MPI provides "
+                f"level {MPI.Query_thread()}; use serve_thread=None or False"
+            )
+        self._MPI = MPI
+        self._comm = (MPI.COMM_WORLD if comm is None else comm).Dup()
+        self._rcomm = pkl5.Intracomm(self._comm)
+        self._prefetch = prefetch
+        self._threaded = level_ok if serve_thread is None else serve_thread
+        self.rank = self._comm.Get_rank()
+        self.size = self._comm.Get_size()
+        self.is_writer = self.rank == 0
+
+    @property
+    def serve_thread(self) -> bool:
+        """Whether rank 0 serves the queue from a helper thread."""
+        return self._threaded
+
+    def broadcast(self, obj: object) -> object:
+        """Return rank 0's ``obj`` on every rank (large arrays travel as buffers)."""
+        return self._rcomm.bcast(obj, root=0)
+
+    def barrier(self) -> None:
+        """Wait until every rank has reached this call."""
+        self._comm.Barrier()
+
+    def close(self) -> None:
+        """Free the duplicated communicator (collective)."""
+        if self._comm != self._MPI.COMM_NULL:
+            self._comm.Free()
+
+    def run(
+        self,
+        items: Iterable[object],
+        compute: Compute,
+        on_result: OnResult,
+        *,
+        on_progress: OnProgress | None = None,
+    ) -> None:
+        """Compute all items on all ranks (rank 0 included); deliver results on rank 0 as they arrive."""
+        items = list(items)
+        counts = self._comm.allgather(len(items))
+        if len(set(counts)) != 1:
+            raise ValueError(
+                f"ranks called run with different numbers of items {counts}; every rank must "
+                "pass the same items (only their indices are sent)"
+            )
+        if not items:
+            return
+        if self.size == 1:
+            run_serial(items, compute, on_result, on_progress)
+        elif self.rank == 0:
+            self._lead(items, compute, on_result, on_progress)
+        else:
+            self._work(items, compute)
+
+    def _lead(
+        self, items: list[object], compute: Compute, on_result: OnResult, on_progress: OnProgress | None
+    ) -> None:
+        total = len(items)
+        done = 0
+
+        def deliver(index: int, result: object) -> None:
+            nonlocal done
+            on_result(items[index], result)
+            done += 1
+            if on_progress is not None:
+                on_progress(done, total)
+
+        if self._threaded:
+            inbox: queue.Queue = queue.Queue()
+            dispatcher = _Dispatcher(
+                self._MPI, self._comm, self._rcomm, total, self._prefetch, lambda i, r: inbox.put((i, r))
+            )
+            dispatcher.prime()
+            stop = threading.Event()
+            helper = threading.Thread(
+                target=_serve_forever, args=(dispatcher, stop, inbox), name="effrep-mpi-serve", daemon=True
+            )
+            helper.start()
+
+            def take_inbox(block: bool) -> bool:
+                try:
+                    entry = inbox.get(block=block)
+                except queue.Empty:
+                    return False
+                if isinstance(entry, _Failure):
+                    raise entry.exc
+                deliver(*entry)
+                return True
+
+            try:
+                while (index := dispatcher.take()) is not None:
+                    deliver(index, compute(items[index]))
+                    while take_inbox(block=False):
+                        pass
+                while done < total:
+                    take_inbox(block=True)
+            finally:
+                stop.set()
+                helper.join()
+        else:
+            dispatcher = _Dispatcher(self._MPI, self._comm, self._rcomm, total, self._prefetch, deliver)
+            dispatcher.prime()
+            backoff = _Backoff()
+            while done < total:
+                handled = dispatcher.serve()
+                index = dispatcher.take()
+                if index is not None:
+                    deliver(index, compute(items[index]))
+                if handled or index is not None:
+                    backoff.reset()
+                else:
+                    backoff.wait()
+        dispatcher.stop_workers()
+
+    def _work(self, items: list[object], compute: Compute) -> None:
+        MPI = self._MPI
+        status = MPI.Status()
+        backoff = _Backoff()
+        pending = None  # the result in flight to rank 0; at most one
+        while True:
+            if not self._comm.Iprobe(source=0, tag=MPI.ANY_TAG, status=status):
+                backoff.wait()
+                continue
+            backoff.reset()
+            tag = status.Get_tag()
+            index = self._comm.recv(source=0, tag=tag)
+            if tag == _TAG_STOP:
+                break
+            try:
+                result = compute(items[index])
+                if pending is not None:
+                    pending.wait()
+                pending = self._rcomm.isend((index, result), dest=0, tag=_TAG_RESULT)
+            except Exception:
+                self._report(index, traceback.format_exc())
+                raise
+        if pending is not None:
+            pending.wait()
+
+    def _report(self, index: int, text: str) -> None:
+        """Tell rank 0 which item failed and why, so the writer's log names the cause."""
+        if len(text) > _MAX_TRACEBACK_CHARS:
+            text = "...\n" + text[-_MAX_TRACEBACK_CHARS:]
+        self._rcomm.send((index, text), dest=0, tag=_TAG_ERROR)

@@ -1,0 +1,556 @@
+"""Loss and accuracy at many points ``w0 + a*dx + b*dy`` of a landscape, fast.
+
+One entry point, ``evaluate_points``. Data sit in memory on the model's device; every point is
+evaluated on the full train (and test) set in fixed batches; loss and correct-count sums stay on the
+device and are fetched once per call.
+
+Two paths:
+
+- *batched* (``points_per_pass = K >= 2``): K points share each forward pass through
+  ``torch.func.functional_call`` + ``torch.vmap`` over parameters stacked to shape ``(K, ...)``. The
+  model's own parameters are never touched.
+- *single* (K = 1): parameters are set in place, point by point, to ``w0 + a*dx + b*dy`` (always from
+  w0), and restored afterwards.
+
+``points_per_pass="auto"`` picks K from an activation-memory estimate (sizes of the leaf modules'
+outputs on two samples, times the batch size) against ``memory_budget`` and a cap, and uses K = 1 when
+the model cannot be vmapped. An out-of-memory error during a batched pass halves K for the rest of the
+call; any other error in a batched pass switches to the single path, which re-raises it if it is real.
+
+BN policies (only ``_BatchNorm`` modules are affected; every other module, dropout included, is in eval mode):
+
+- ``eval`` (default): the centre model's running statistics, unchanged along the directions.
+- ``recompute``: at every point the running statistics are re-estimated from the first ``bn_batches``
+  training batches as a cumulative average (what ``momentum=None`` does), then used in eval mode.
+- ``train``: batch statistics of each evaluation batch (values then depend on ``batch_size``).
+The model's buffers, modes and BN momenta are restored after the call.
+
+Determinism (CPU, fixed ``batch_size`` and data order): a point's values depend only on its
+coordinates, the model, the data, ``batch_size``, K, and its *slot* ``point_ids[p] % K`` in the pass --
+not on which other points share its pass or tile. Every pass has exactly K slots (empty slots are
+filled with a copy of a real point and dropped), and a point always sits in slot ``point_id % K``,
+because vectorized kernels can round differently at different offsets inside a stacked tensor. Pass
+the points' flat grid indices as ``point_ids`` and any split of a grid into tiles (a resumed scan
+included) reproduces an uninterrupted scan bitwise. "auto" resolves K from shapes only, so it is
+stable too. The batched and single paths may differ in the last bits (different kernels); they agree
+to float rounding. On GPUs the same holds as far as the kernels are deterministic, except that an
+out-of-memory retry changes K for the rest of that call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call, vmap
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from effrep_hpc.landscape.directions import check_compatible, combine
+from effrep_hpc.registry import unknown_name_message
+
+LOSSES: tuple[str, ...] = ("ce", "mse")
+BN_POLICIES: tuple[str, ...] = ("eval", "recompute", "train")
+DEFAULT_MEMORY_BUDGET = 2 * 2**30  # bytes of activations one batched pass may use
+MAX_POINTS_PER_PASS = 32  # beyond this the gain is small and a padded last pass costs more
+_ACTIVATION_OVERHEAD = 2  # temporaries of a pass relative to the summed leaf-module outputs
+
+
+@dataclass
+class EvalData:
+    """In-memory evaluation data: a train split and an optional test split (labels int64, shape (N,))."""
+
+    x_train: Tensor
+    y_train: Tensor
+    x_test: Tensor | None = None
+    y_test: Tensor | None = None
+
+    def __post_init__(self) -> None:
+        self._check("train", self.x_train, self.y_train)
+        if (self.x_test is None) != (self.y_test is None):
+            raise ValueError("give both x_test and y_test, or neither")
+        if self.x_test is not None:
+            self._check("test", self.x_test, self.y_test)
+
+    @staticmethod
+    def _check(split: str, x: Tensor, y: Tensor | None) -> None:
+        if y is None or y.dim() != 1 or y.dtype.is_floating_point or y.dtype == torch.bool:
+            raise ValueError(f"y_{split} must be a 1-D integer tensor of class labels")
+        if len(x) != len(y):
+            raise ValueError(f"x_{split} has {len(x)} samples but y_{split} has {len(y)}")
+        if len(x) == 0:
+            raise ValueError(f"the {split} split is empty")
+
+    def to(self, device: torch.device | str) -> "EvalData":
+        """The same data on ``device`` (no copy where already there)."""
+        mv = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return EvalData(mv(self.x_train), mv(self.y_train), mv(self.x_test), mv(self.y_test))
+
+    def splits(self) -> list[tuple[str, Tensor, Tensor]]:
+        """``[("train", x, y), ("test", x, y)]``, the test split only when present."""
+        out = [("train", self.x_train, self.y_train)]
+        if self.x_test is not None and self.y_test is not None:
+            out.append(("test", self.x_test, self.y_test))
+        return out
+
+
+def subset(x: Tensor, y: Tensor, n: int | None, seed: int) -> tuple[Tensor, Tensor]:
+    """A seeded random subset of ``n`` samples (kept in their original order); ``n=None`` keeps all."""
+    if len(x) != len(y):
+        raise ValueError(f"x has {len(x)} samples but y has {len(y)}")
+    if n is None:
+        return x, y
+    if isinstance(n, bool) or int(n) != n or not 1 <= n <= len(x):
+        raise ValueError(f"subset size must be an integer in [1, {len(x)}] (got {n!r})")
+    gen = torch.Generator(device="cpu")
+    gen.manual_seed(int(seed))
+    idx = torch.randperm(len(x), generator=gen)[: int(n)].sort().values.to(x.device)
+    return x[idx], y[idx.to(y.device)]
+
+
+def per_sample_loss(out: Tensor, y: Tensor, loss: str = "ce") -> Tensor:
+    """Per-sample loss of logits ``out`` (N, C): cross-entropy, or MSE against one-hot labels (mean over C)."""
+    if loss == "ce":
+        return F.cross_entropy(out, y, reduction="none")
+    if loss == "mse":
+        target = F.one_hot(y, out.shape[-1]).to(out.dtype)
+        return ((out - target) ** 2).mean(dim=-1)
+    raise ValueError(unknown_name_message("loss", str(loss), list(LOSSES)))
+
+
+def _check_choice(kind: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(unknown_name_message(kind, str(value), list(choices)))
+
+
+def _bn_modules(model: nn.Module) -> list[_BatchNorm]:
+    return [m for m in model.modules() if isinstance(m, _BatchNorm)]
+
+
+def _set_modes(model: nn.Module, bn_training: bool) -> None:
+    model.eval()
+    for m in _bn_modules(model):
+        m.train(bn_training)
+
+
+def _batches(x: Tensor, y: Tensor, batch_size: int) -> list[tuple[Tensor, Tensor]]:
+    return [(x[s : s + batch_size], y[s : s + batch_size]) for s in range(0, len(x), batch_size)]
+
+
+def _bn_batches(data: EvalData, batch_size: int, bn_batches: int | None) -> list[tuple[Tensor, Tensor]]:
+    batches = _batches(data.x_train, data.y_train, batch_size)
+    if len(batches) > 1 and len(batches[-1][0]) == 1:
+        batches = batches[:-1]  # batch statistics of one sample are undefined
+    return batches if bn_batches is None else batches[:bn_batches]
+
+
+def _is_oom(exc: BaseException) -> bool:
+    msg = str(exc)
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in msg or "can't allocate memory" in msg
+
+
+class _ModelState:
+    """What an evaluation may change on the model (modes, BN momenta, parameters, buffers), to put back."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.modes = [(m, m.training) for m in model.modules()]
+        self.momenta = [(m, m.momentum) for m in _bn_modules(model)]
+        self.tensors: list[tuple[Tensor, Tensor]] | None = None
+
+    def snapshot_tensors(self) -> None:
+        """Copy parameters and buffers before the single path changes them in place (once)."""
+        if self.tensors is None:
+            live = [p for p in self.model.parameters()] + [b for b in self.model.buffers()]
+            self.tensors = [(t, t.detach().clone()) for t in live]
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        for m, mode in self.modes:
+            m.training = mode
+        for m, momentum in self.momenta:
+            m.momentum = momentum
+        if self.tensors is not None:
+            for live, saved in self.tensors:
+                live.copy_(saved)
+
+
+def _point_fn(model: nn.Module, loss: str) -> Callable:
+    def fn(params: dict, buffers: dict, xb: Tensor, yb: Tensor) -> tuple[Tensor, Tensor]:
+        out = functional_call(model, (params, buffers), (xb,))
+        return per_sample_loss(out, yb, loss).double().sum(), (out.argmax(dim=-1) == yb).sum()
+
+    return fn
+
+
+def _forward_fn(model: nn.Module) -> Callable:
+    def fn(params: dict, buffers: dict, xb: Tensor) -> Tensor:
+        return functional_call(model, (params, buffers), (xb,))
+
+    return fn
+
+
+def _stack(w0: list[Tensor], dirs: list[list[Tensor]], coeffs: Tensor) -> list[Tensor]:
+    """Parameters of K points stacked to (K, ...), with the rounding of ``directions.combine``.
+
+    ``coeffs`` is (K, ndirs) in the parameters' dtype on their device.
+    """
+    acc = [w.unsqueeze(0) for w in w0]
+    for j, d in enumerate(dirs):
+        cache: dict[tuple, Tensor] = {}
+        out = []
+        for a, t in zip(acc, d):
+            key = (t.dtype, t.device)
+            if key not in cache:
+                cache[key] = coeffs[:, j].to(t.device, t.dtype)
+            cv = cache[key].reshape((-1,) + (1,) * t.dim())
+            out.append(a + t.unsqueeze(0) * cv)
+        acc = out
+    return acc
+
+
+def _bn_buffers(model: nn.Module, k: int, fresh: bool) -> dict[str, Tensor]:
+    """K private copies of every BN buffer: the model's values, or reset ones (mean 0, var 1, count 0)."""
+    out: dict[str, Tensor] = {}
+    for mod_name, m in model.named_modules():
+        if not isinstance(m, _BatchNorm) or not m.track_running_stats:
+            continue
+        prefix = f"{mod_name}." if mod_name else ""
+        for b_name, b in m.named_buffers(recurse=False):
+            if b is None:
+                continue
+            if fresh:
+                b = torch.ones_like(b) if b_name == "running_var" else torch.zeros_like(b)
+            out[prefix + b_name] = b.detach().unsqueeze(0).repeat((k,) + (1,) * b.dim())
+    return out
+
+
+def _set_bn_momentum(model: nn.Module, t: int) -> None:
+    # momentum 1/t at the t-th batch is exactly the cumulative average of momentum=None, but needs no
+    # Python read of num_batches_tracked, which vmap cannot do.
+    for m in _bn_modules(model):
+        m.momentum = 1.0 / t
+
+
+def _activation_bytes_per_sample(model: nn.Module, x: Tensor) -> int:
+    """Summed output bytes of the leaf modules per sample (an upper-bound style memory estimate)."""
+    total = [0]
+
+    def hook(_m: nn.Module, _inp: object, out: object) -> None:
+        for t in out if isinstance(out, (tuple, list)) else [out]:
+            if isinstance(t, Tensor):
+                total[0] += t.numel() * t.element_size()
+
+    leaves = [m for m in model.modules() if not list(m.children())]
+    handles = [m.register_forward_hook(hook) for m in leaves]
+    try:
+        _set_modes(model, bn_training=False)
+        model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    if total[0] == 0:  # a model with no leaf modules: count the output at least
+        total[0] = model(x).numel() * x.element_size()
+    return max(1, total[0] // len(x))
+
+
+def _vmap_works(model: nn.Module, params: list[Tensor], names: list[str], bn: str, loss: str, x: Tensor, y: Tensor) -> bool:
+    try:
+        k = 2
+        stacked = dict(zip(names, [p.detach().unsqueeze(0).repeat((k,) + (1,) * p.dim()) for p in params]))
+        bufs = _bn_buffers(model, k, fresh=bn == "recompute") if bn != "eval" else {}
+        if bn != "eval":
+            _set_bn_momentum(model, 1)
+        _set_modes(model, bn_training=bn != "eval")
+        in_dims = (0, 0 if bufs else None, None, None)
+        vmap(_point_fn(model, loss), in_dims=in_dims)(stacked, bufs, x, y)
+        return True
+    except (RuntimeError, NotImplementedError, ValueError, TypeError):
+        return False
+
+
+def _resolve_k(
+    model: nn.Module,
+    data: EvalData,
+    *,
+    bn: str,
+    loss: str,
+    batch_size: int,
+    points_per_pass: int | str,
+    memory_budget: int | None,
+) -> int:
+    if points_per_pass != "auto":
+        if isinstance(points_per_pass, bool) or not isinstance(points_per_pass, (int, np.integer)) or points_per_pass < 1:
+            raise ValueError(f"points_per_pass must be an integer >= 1 or 'auto' (got {points_per_pass!r})")
+        k = int(points_per_pass)
+    else:
+        budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else int(memory_budget)
+        probe = data.x_train[:2]
+        per_sample = _activation_bytes_per_sample(model, probe)
+        longest = max(len(x) for _, x, _ in data.splits())
+        per_point = per_sample * min(batch_size, longest) * _ACTIVATION_OVERHEAD
+        k = int(max(1, min(MAX_POINTS_PER_PASS, budget // per_point)))
+    if k >= 2:
+        named = list(model.named_parameters())
+        ok = _vmap_works(
+            model, [p for _, p in named], [n for n, _ in named], bn, loss, data.x_train[:2], data.y_train[:2]
+        )
+        if not ok:
+            k = 1
+    return k
+
+
+@torch.no_grad()
+def plan_points_per_pass(
+    model: nn.Module,
+    data: EvalData,
+    *,
+    bn: str = "eval",
+    loss: str = "ce",
+    batch_size: int = 512,
+    points_per_pass: int | str = "auto",
+    memory_budget: int | None = None,
+) -> int:
+    """The K that ``evaluate_points`` will use (1 = single path); lets a runner pick tiles as multiples of K."""
+    _check_choice("BN policy", bn, BN_POLICIES)
+    _check_choice("loss", loss, LOSSES)
+    state = _ModelState(model)
+    try:
+        device = next(model.parameters()).device
+        return _resolve_k(
+            model, data.to(device), bn=bn, loss=loss, batch_size=batch_size,
+            points_per_pass=points_per_pass, memory_budget=memory_budget,
+        )
+    finally:
+        state.restore()
+
+
+def _slot_chunks(point_ids: np.ndarray, k: int) -> np.ndarray:
+    """Rows of K positions into the point list, point p in column ``point_ids[p] % k``; -1 = empty slot."""
+    slots = point_ids % k
+    queues = [np.flatnonzero(slots == s) for s in range(k)]
+    chunks = np.full((max(len(q) for q in queues), k), -1, dtype=np.int64)
+    for s, q in enumerate(queues):
+        chunks[: len(q), s] = q
+    return chunks
+
+
+class _Sums:
+    """Per-point loss and correct-count sums kept as device tensors, fetched at the end with one sync."""
+
+    def __init__(self, splits: list[str]) -> None:
+        self.splits = splits
+        self.positions: list[np.ndarray] = []
+        self.parts: dict[str, list[tuple[Tensor, Tensor]]] = {s: [] for s in splits}
+
+    def add(self, positions: np.ndarray, sums: dict[str, tuple[Tensor, Tensor]]) -> None:
+        """Record sums for ``positions`` (index into the points; -1 marks a padding slot to drop)."""
+        self.positions.append(positions)
+        for s in self.splits:
+            self.parts[s].append(sums[s])
+
+    def collect(self, n_points: int, sizes: dict[str, int]) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        pos = np.concatenate(self.positions) if self.positions else np.zeros(0, dtype=np.int64)
+        keep = pos >= 0
+        for s in self.splits:
+            loss = np.full(n_points, np.nan)
+            acc = np.full(n_points, np.nan)
+            if self.parts[s]:
+                losses = torch.cat([l.reshape(-1) for l, _ in self.parts[s]]).cpu().numpy()
+                correct = torch.cat([c.reshape(-1) for _, c in self.parts[s]]).cpu().numpy()
+                loss[pos[keep]] = losses[keep] / sizes[s]
+                acc[pos[keep]] = 100.0 * correct[keep].astype(np.float64) / sizes[s]
+            out[f"{s}_loss"], out[f"{s}_acc"] = loss, acc
+        return out
+
+
+def _run_batched(
+    model: nn.Module,
+    names: list[str],
+    w0: list[Tensor],
+    dirs: list[list[Tensor]],
+    coef: Tensor,
+    point_ids: np.ndarray,
+    todo: np.ndarray,
+    k: int,
+    splits: list[tuple[str, list[tuple[Tensor, Tensor]]]],
+    bn_batches: list[tuple[Tensor, Tensor]],
+    bn: str,
+    loss: str,
+    sums: _Sums,
+    done: np.ndarray,
+) -> None:
+    point_fn, forward_fn = _point_fn(model, loss), _forward_fn(model)
+    device = w0[0].device
+    chunks = _slot_chunks(point_ids[todo], k)
+    real = chunks >= 0
+    # Empty slots repeat the first real point of their pass; their results are dropped.
+    fill = np.where(real, chunks, chunks[np.arange(len(chunks)), real.argmax(axis=1)][:, None])
+    # One host-to-device copy for every pass of the call, so no pass waits on the host.
+    chunk_coef = coef[torch.as_tensor(todo[fill], device=coef.device)]
+    for c, row in enumerate(chunks):
+        stacked = dict(zip(names, _stack(w0, dirs, chunk_coef[c])))
+        bufs: dict[str, Tensor] = {}
+        if bn == "recompute":
+            bufs = _bn_buffers(model, k, fresh=True)
+            _set_modes(model, bn_training=True)
+            for t, (xb, _) in enumerate(bn_batches, start=1):
+                _set_bn_momentum(model, t)
+                vmap(forward_fn, in_dims=(0, 0 if bufs else None, None))(stacked, bufs, xb)
+        elif bn == "train":
+            bufs = _bn_buffers(model, k, fresh=False)
+            _set_bn_momentum(model, 1)  # the private copies absorb the updates; any float avoids a host read
+        _set_modes(model, bn_training=bn == "train")
+        run = vmap(point_fn, in_dims=(0, 0 if bufs else None, None, None))
+        chunk_sums: dict[str, tuple[Tensor, Tensor]] = {}
+        for split, batches in splits:
+            loss_sum = torch.zeros(k, dtype=torch.float64, device=device)
+            correct = torch.zeros(k, dtype=torch.int64, device=device)
+            for xb, yb in batches:
+                l, n_ok = run(stacked, bufs, xb, yb)
+                loss_sum += l
+                correct += n_ok
+            chunk_sums[split] = (loss_sum, correct)
+        sums.add(np.where(real[c], todo[np.maximum(row, 0)], -1), chunk_sums)
+        done[todo[row[real[c]]]] = True
+
+
+def _run_single(
+    model: nn.Module,
+    params: list[Tensor],
+    w0: list[Tensor],
+    dirs: list[list[Tensor]],
+    coef: Tensor,
+    todo: np.ndarray,
+    splits: list[tuple[str, list[tuple[Tensor, Tensor]]]],
+    bn_batches: list[tuple[Tensor, Tensor]],
+    bn: str,
+    loss: str,
+    sums: _Sums,
+    done: np.ndarray,
+) -> None:
+    bns = _bn_modules(model)
+    device = w0[0].device
+    for p in todo:
+        torch._foreach_copy_(params, combine(w0, dirs, list(coef[p])))
+        if bn == "recompute":
+            for m in bns:
+                m.reset_running_stats()
+            _set_modes(model, bn_training=True)
+            for t, (xb, _) in enumerate(bn_batches, start=1):
+                _set_bn_momentum(model, t)
+                model(xb)
+        elif bn == "train":
+            _set_bn_momentum(model, 1)  # running statistics are restored afterwards; avoid a host read
+        _set_modes(model, bn_training=bn == "train")
+        point_sums: dict[str, tuple[Tensor, Tensor]] = {}
+        for split, batches in splits:
+            loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+            correct = torch.zeros((), dtype=torch.int64, device=device)
+            for xb, yb in batches:
+                out = model(xb)
+                loss_sum += per_sample_loss(out, yb, loss).double().sum()
+                correct += (out.argmax(dim=-1) == yb).sum()
+            point_sums[split] = (loss_sum, correct)
+        sums.add(np.array([p]), point_sums)
+        done[p] = True
+
+
+def _as_list(model_named: list[tuple[str, Tensor]], d: Mapping[str, Tensor], what: str) -> list[Tensor]:
+    check_compatible({n: p for n, p in model_named}, d, what=what)
+    return [d[n].detach().to(p.device, p.dtype) for n, p in model_named]
+
+
+@torch.no_grad()
+def evaluate_points(
+    model: nn.Module,
+    w0: Mapping[str, Tensor],
+    dx: Mapping[str, Tensor],
+    dy: Mapping[str, Tensor] | None,
+    coords: np.ndarray,
+    data: EvalData,
+    *,
+    loss: str = "ce",
+    bn: str = "eval",
+    batch_size: int = 512,
+    points_per_pass: int | str = "auto",
+    memory_budget: int | None = None,
+    bn_batches: int | None = None,
+    point_ids: np.ndarray | Sequence[int] | None = None,
+) -> dict[str, np.ndarray]:
+    """Mean loss and accuracy (%) at ``w0 + a*dx (+ b*dy)`` for every row (a[, b]) of ``coords``.
+
+    Returns float64 arrays of shape (P,): ``train_loss``, ``train_acc`` and, when ``data`` has a test
+    split, ``test_loss``, ``test_acc``. ``point_ids`` (default ``arange(P)``) are the points' flat grid
+    indices; they fix each point's slot in a batched pass (see the module docstring on determinism).
+    The model is left as it was.
+    """
+    _check_choice("loss", loss, LOSSES)
+    _check_choice("BN policy", bn, BN_POLICIES)
+    if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1 (got {batch_size!r})")
+    if bn_batches is not None and (int(bn_batches) != bn_batches or bn_batches < 1):
+        raise ValueError(f"bn_batches must be an integer >= 1 or None for all (got {bn_batches!r})")
+    coords = np.asarray(coords, dtype=np.float64)
+    if coords.ndim == 1:
+        coords = coords[:, None]
+    if coords.ndim != 2 or coords.shape[1] not in (1, 2):
+        raise ValueError(f"coords must have shape (P,), (P, 1) or (P, 2); got {coords.shape}")
+    if coords.shape[1] == 2 and dy is None:
+        raise ValueError("coords has two columns (a, b) but no y direction was given")
+    if coords.shape[1] == 1 and dy is not None:
+        raise ValueError("a y direction was given but coords has one column; pass (P, 2) coordinates")
+    n_points = len(coords)
+    ids = np.arange(n_points, dtype=np.int64) if point_ids is None else np.asarray(point_ids, dtype=np.int64)
+    if ids.shape != (n_points,):
+        raise ValueError(f"point_ids must have shape ({n_points},), got {ids.shape}")
+    if (ids < 0).any():
+        raise ValueError("point_ids must be non-negative flat grid indices")
+
+    named = list(model.named_parameters())
+    if not named:
+        raise ValueError("the model has no parameters to move")
+    names, params = [n for n, _ in named], [p for _, p in named]
+    device = params[0].device
+    w0_list = _as_list(named, w0, "w0")
+    dirs = [_as_list(named, dx, "x direction")]
+    if dy is not None:
+        dirs.append(_as_list(named, dy, "y direction"))
+    data = data.to(device)
+    # Coefficients cast once to the parameters' dtype (the rounding set_weights uses) and moved once.
+    coef = torch.as_tensor(coords).to(params[0].dtype).to(device)
+    split_names = [s for s, _, _ in data.splits()]
+    sizes = {s: len(x) for s, x, _ in data.splits()}
+    sums = _Sums(split_names)
+    if n_points == 0:
+        return sums.collect(0, sizes)
+
+    splits = [(s, _batches(x, y, int(batch_size))) for s, x, y in data.splits()]
+    recompute_batches = _bn_batches(data, int(batch_size), bn_batches) if bn == "recompute" else []
+    state = _ModelState(model)
+    done = np.zeros(n_points, dtype=bool)
+    try:
+        k = _resolve_k(
+            model, data, bn=bn, loss=loss, batch_size=int(batch_size),
+            points_per_pass=points_per_pass, memory_budget=memory_budget,
+        )
+        while not done.all():
+            todo = np.flatnonzero(~done)
+            if k >= 2:
+                try:
+                    _run_batched(model, names, w0_list, dirs, coef, ids, todo, k, splits,
+                                 recompute_batches, bn, loss, sums, done)
+                except (RuntimeError, NotImplementedError) as exc:
+                    k = k // 2 if _is_oom(exc) else 1
+                    if device.type == "cuda":
+                        torch.cuda.empty_cache()
+                continue
+            state.snapshot_tensors()
+            _run_single(model, params, w0_list, dirs, coef, todo, splits, recompute_batches, bn, loss, sums, done)
+    finally:
+        state.restore()
+    return sums.collect(n_points, sizes)

@@ -1,0 +1,218 @@
+"""`effrep landscape`: checkpoint + directions -> tiles of grid points shared by dist/ -> surface file.
+
+The writer (rank 0, or each array task for its own shard) opens or resumes the surface file and says
+which points are pending; every rank evaluates tiles of them (rank 0 too); finished tiles go to the
+writer, which writes and flushes each one. A killed job loses at most its tiles in flight, and running
+the same command again, with any number of ranks, computes only what is missing.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from effrep_hpc.config import Config, to_yaml
+from effrep_hpc.dist import get_backend
+from effrep_hpc.dist.env import local_rank
+from effrep_hpc.landscape.directions import direction_hash, random_direction, same_direction, target_direction, plane_directions, weights_hash
+from effrep_hpc.landscape.evaluate import EvalData, evaluate_points, plan_points_per_pass, subset
+from effrep_hpc.landscape.grid import grid_points, make_tiles, parse_axis
+from effrep_hpc.models import create_model
+from effrep_hpc.runners.common import progress, report, resolve_path, setup_runtime
+from effrep_hpc.runners.train import dataset_from_config
+from effrep_hpc.store.checkpoint import load_checkpoint
+from effrep_hpc.store.surface import SurfaceSpec, SurfaceWriter, shard_path
+
+MAX_AUTO_TILE = 64
+
+
+@dataclass
+class Directions:
+    """The x (and y) directions of a scan, and what to record about where they came from."""
+
+    x: dict[str, torch.Tensor]
+    y: Optional[dict[str, torch.Tensor]]
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+
+def load_model(path: Path, cfg: Config, device: torch.device) -> torch.nn.Module:
+    """Rebuild the checkpoint's model from its arch spec and weights, checking it is the configured one."""
+    state = load_checkpoint(path)
+    arch_name = state.get("arch_name") or cfg.model.name
+    if arch_name != cfg.model.name:
+        raise ValueError(
+            f"checkpoint {path} holds a {arch_name!r} model but the config says model.name={cfg.model.name!r}; "
+            f"set model.name={arch_name} (or point landscape.checkpoint at a {cfg.model.name} checkpoint)"
+        )
+    arch = dict(state.get("arch") or cfg.model.kwargs)
+    model = create_model(arch_name, **arch)
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"checkpoint {path} does not fit a {arch_name} built from {arch}: {first}") from None
+    return model.to(device).eval()
+
+
+def build_directions(cfg: Config, model: torch.nn.Module, device: torch.device) -> Directions:
+    """The directions the config asks for: a direction file, a target model, a plane, or random."""
+    L = cfg.landscape
+    if L.directions:
+        from effrep_hpc.store.directions import load_directions
+
+        x, y = load_directions(L.directions, model)
+        if L.y is None:
+            y = None
+        elif y is None:
+            raise ValueError(f"{L.directions} holds only an x direction; set landscape.y=null for a 1D scan")
+        return Directions(x, y, {"directions_source": str(L.directions)})
+    if L.target:
+        other = load_model(Path(L.target), cfg, device)
+        return Directions(target_direction(model, other), None, {"directions_source": f"target {L.target}"})
+    if L.plane:
+        m2 = load_model(Path(L.plane[0]), cfg, device)
+        m3 = load_model(Path(L.plane[1]), cfg, device)
+        x, y, coords = plane_directions(model, m2, m3)
+        return Directions(x, y, {"directions_source": f"plane {L.plane}", "plane_coords": coords})
+    x = random_direction(model, L.xseed, L.norm, L.bias_bn)
+    if L.y is None:
+        return Directions(x, None, {"directions_source": "random", "norm": L.norm, "bias_bn": L.bias_bn})
+    y = same_direction(x) if L.same_dir else random_direction(model, L.yseed, L.norm, L.bias_bn)
+    return Directions(x, y, {"directions_source": "random", "norm": L.norm, "bias_bn": L.bias_bn})
+
+
+def eval_data(cfg: Config, dataset: Any) -> EvalData:
+    """The in-memory data each grid point is evaluated on (a seeded train subset if asked)."""
+    L = cfg.landscape
+    x_train, y_train = dataset.x_train, dataset.y_train
+    if L.train_size is not None:
+        x_train, y_train = subset(x_train, y_train, L.train_size, cfg.data.seed)
+    if L.test:
+        return EvalData(x_train, y_train, dataset.x_test, dataset.y_test)
+    return EvalData(x_train, y_train)
+
+
+def _numpy(d: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    return {k: v.detach().cpu().numpy() for k, v in d.items()}
+
+
+def auto_tile(pending: int, ranks: int, k: int) -> int:
+    """Tiles big enough that a message is negligible, small enough for 8 tiles per rank (load balance)."""
+    tile = max(1, min(MAX_AUTO_TILE, -(-pending // (8 * ranks))))
+    # A multiple of the points per pass fills every batched pass.
+    return max(k, -(-tile // k) * k) if k > 1 else tile
+
+
+def run_landscape(cfg: Config, *, overwrite: bool = False) -> Optional[Path]:
+    """Compute (or finish) the surface of ``cfg``; return its path on the writer, None elsewhere."""
+    L = cfg.landscape
+    options = {}
+    if L.backend == "array":
+        options = {k: v for k, v in (("task_id", L.task_id), ("num_tasks", L.num_tasks)) if v is not None}
+    backend = get_backend(L.backend, **options)
+    device = setup_runtime(cfg.run, local_rank())
+    x_axis = parse_axis(L.x)
+    y_axis = parse_axis(L.y) if L.y is not None else None
+    if L.target and y_axis is not None:
+        raise ValueError("landscape.target interpolates in 1D: set landscape.y=null")
+    checkpoint = resolve_path(L.checkpoint, cfg.run.out, "checkpoint.pt")
+    surface = resolve_path(L.surface, cfg.run.out, "surface.h5")
+    model = load_model(checkpoint, cfg, device)
+    dataset = dataset_from_config(cfg, device)
+    data = eval_data(cfg, dataset)
+    with torch.no_grad():
+        out = model(data.x_train[:1])
+    if out.shape[-1] != dataset.num_classes:
+        raise ValueError(
+            f"the model in {checkpoint} predicts {out.shape[-1]} classes but data {cfg.data.name!r} has {dataset.num_classes}"
+        )
+    w0 = {n: p.detach().clone() for n, p in model.named_parameters()}
+    dirs = build_directions(cfg, model, device)
+    metrics = ["train_loss", "train_acc"] + (["test_loss", "test_acc"] if L.test else [])
+    spec = SurfaceSpec(
+        x=x_axis,
+        y=y_axis,
+        metrics=metrics,
+        config_yaml=to_yaml(cfg),
+        model_hash=weights_hash(w0),
+        directions_hash=direction_hash([dirs.x, dirs.y]),
+        directions={"x": _numpy(dirs.x), **({"y": _numpy(dirs.y)} if dirs.y is not None else {})},
+        attrs={k: v for k, v in dirs.attrs.items()},
+    )
+    is_array = backend.kind == "array"
+    target = shard_path(surface, backend.rank, backend.size) if is_array else surface
+    writer: Optional[SurfaceWriter] = None
+    problem: Optional[str] = None
+    if backend.is_writer:
+        try:
+            extra = {"shard_task": backend.rank, "shard_count": backend.size} if is_array else {}
+            writer = SurfaceWriter(target, spec, overwrite=overwrite, extra_attrs=extra)
+        except (ValueError, RuntimeError, OSError) as exc:
+            problem = str(exc)
+            if backend.size == 1 or is_array:
+                raise
+    # One collective at the start: every rank learns the pending points (or the writer's error).
+    shared = backend.broadcast((problem, writer.pending() if writer is not None else None))
+    problem, pending = shared  # type: ignore[misc]
+    if problem:
+        raise ValueError(problem)
+    _, coords = grid_points(x_axis, y_axis)
+    k = plan_points_per_pass(
+        model, data, bn=L.bn, loss=L.loss, batch_size=L.batch_size, points_per_pass=L.points_per_pass or "auto"
+    )
+    if is_array:
+        # The block of each task is fixed over the whole grid so a requeued task keeps its block.
+        done_here = writer.done_mask() if writer is not None else np.zeros(spec.num_points, bool)
+        tile = L.tile_size or auto_tile(spec.num_points // max(backend.size, 1), 1, k)
+        tiles = make_tiles(np.arange(spec.num_points), tile)
+        lo, hi = backend.bounds(len(tiles))  # type: ignore[attr-defined]
+        todo = int(sum((~done_here[t]).sum() for t in tiles[lo:hi]))
+    else:
+        done_here = None
+        tile = L.tile_size or auto_tile(len(pending), backend.size, k)
+        tiles = make_tiles(np.asarray(pending), tile)
+        todo = len(pending)
+
+    def compute(idx: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        if done_here is not None:
+            idx = idx[~done_here[idx]]
+        if idx.size == 0:
+            return idx, {}
+        values = evaluate_points(
+            model, w0, dirs.x, dirs.y, coords[idx], data, loss=L.loss, bn=L.bn, batch_size=L.batch_size,
+            points_per_pass=k, bn_batches=L.bn_batches, point_ids=idx,
+        )
+        return idx, values
+
+    is_main = backend.is_writer and (backend.rank == 0 or is_array)
+    bar = progress(todo, f"landscape {backend.kind}x{backend.size}", enabled=is_main and cfg.run.progress, unit="pt")
+    began = time.perf_counter()
+
+    def on_result(_tile: np.ndarray, result: tuple[np.ndarray, dict[str, np.ndarray]]) -> None:
+        idx, values = result
+        if idx.size and writer is not None:
+            writer.write(idx, values)
+            bar.update(int(idx.size))
+
+    try:
+        backend.run(tiles, compute, on_result)
+    finally:
+        bar.close()
+        if writer is not None:
+            writer.close()
+    elapsed = time.perf_counter() - began
+    if writer is None:
+        return None
+    if is_main:
+        rate = todo / elapsed if elapsed > 0 else float("nan")
+        print(f"computed {todo} point(s) in {elapsed:.1f}s ({rate:.2f} points/s) on {backend.size} {backend.kind} worker(s)", flush=True)
+        if is_array:
+            print(f"this is shard {backend.rank + 1} of {backend.size}; when all are done: effrep merge "
+                  f"{shard_path(surface, 0, backend.size).name.replace('-0-of-', '-*-of-')} -o {surface}", flush=True)
+        report("surface", target)
+    return target

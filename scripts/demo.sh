@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The demo behind `make demo`: every step is an ordinary effrep command, so it doubles as a tutorial.
+# Variables: OUT (output directory, default runs/demo), NP (MPI ranks, default 2), PY (python).
+set -euo pipefail
+OUT=${OUT:-runs/demo}
+NP=${NP:-2}
+PY=${PY:-.venv/bin/python}
+BIN=$(dirname "$PY")
+CONFIG=configs/demo/digits.yaml
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+start=$(date +%s)
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "1/3 train the digits CNN ($CONFIG)"
+"$BIN/effrep" train "$CONFIG" run.out="$OUT/train" run.threads=2
+
+step "2/3 2D loss-landscape scan of the trained model on $NP MPI ranks"
+"$BIN/mpiexec" -n "$NP" "$PY" -m mpi4py -m effrep_hpc.cli landscape "$CONFIG" \
+    run.out="$OUT/train" run.threads=1 landscape.surface="$OUT/landscape/surface.h5"
+
+step "3/3 figures and ParaView files from the surface file"
+"$PY" -m analysis contour "$OUT/landscape/surface.h5" --out "$OUT/figures"
+"$PY" -m analysis render "$OUT/landscape/surface.h5" --out "$OUT/figures"
+"$PY" -m analysis vtk "$OUT/landscape/surface.h5" --out "$OUT/figures"
+
+printf '\ndemo finished in %ss; outputs under %s\n' "$(( $(date +%s) - start ))" "$OUT"
