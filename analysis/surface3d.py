@@ -23,7 +23,7 @@ def surface3d_figure(
 ) -> Figure:
     """A 3D surface of `metric` (NaN/inf/pending points leave holes), coloured by height."""
     surface.require_2d("surface3d")
-    z, valid = surface.height(metric, log=log, zmax=zmax)
+    z, _ = surface.height(metric, log=log, zmax=zmax)
     lo, hi = float(np.nanmin(z)), float(np.nanmax(z))
     if log and ((vmin is not None and vmin <= 0) or (vmax is not None and vmax <= 0)):
         raise SurfaceError("--vmin/--vmax must be > 0 with --log (they are in data units)")

@@ -59,7 +59,7 @@ def _add_metadata(data, surface: Surface, metric: str, *, log: bool, zmax: float
         array.SetName(key)
         array.InsertNextValue(text)
         fields.AddArray(array)
-    for key, flag in (("log10_height", log), ("flat", flat)):
+    for key, flag in (("height_is_log10", log), ("flat", flat)):
         array = vtkIntArray()
         array.SetName(key)
         array.InsertNextValue(int(flag))

@@ -144,6 +144,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="the surface file to write")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
 
+    import importlib
+
+    from effrep_hpc.commands import MODULES
+
+    for module_name in MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue
+        module.add_commands(sub)
+
     p = add("analyze", cmd_analyze, "Figures and VTK from HDF5 files (same as `python -m analysis`).", config=False)
     p.add_argument("rest", nargs=argparse.REMAINDER, help="analysis command and its options, e.g. contour FILE")
     return parser

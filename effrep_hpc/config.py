@@ -210,6 +210,51 @@ class LandscapeConfig:
         return problems
 
 
+# --- BEGIN PruneConfig (owned by the pruning work; edit only inside this block) ---
+@dataclass
+class PruneConfig:
+    """Filter pruning: criterion, strategy, preset or per-layer ratios, sensitivity and retraining."""
+
+    criterion: str = "l1"
+    strategy: Literal["independent", "greedy"] = "independent"
+    preset: Optional[str] = None
+
+    def _check(self) -> list[str]:
+        return []
+
+
+# --- END PruneConfig ---
+
+
+# --- BEGIN QuantConfig (owned by the quantization work; edit only inside this block) ---
+@dataclass
+class QuantConfig:
+    """Quantized training: algorithm, bits, which layers, and sweeps over them."""
+
+    algorithm: str = "bc"
+    bits: int = 1
+
+    def _check(self) -> list[str]:
+        return []
+
+
+# --- END QuantConfig ---
+
+
+# --- BEGIN LaunchConfig (owned by the cluster-launch work; edit only inside this block) ---
+@dataclass
+class LaunchConfig:
+    """How `effrep submit` sends work to SLURM (or runs it locally through submitit)."""
+
+    cluster: Optional[str] = None
+
+    def _check(self) -> list[str]:
+        return []
+
+
+# --- END LaunchConfig ---
+
+
 def parse_axis(spec: str) -> tuple[float, float, int]:
     """Parse ``lo:hi:num`` into (lo, hi, num), checking lo <= hi and num >= 1."""
     parts = str(spec).split(":")
@@ -237,6 +282,9 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     run: RunConfig = field(default_factory=RunConfig)
     landscape: LandscapeConfig = field(default_factory=LandscapeConfig)
+    prune: PruneConfig = field(default_factory=PruneConfig)
+    quant: QuantConfig = field(default_factory=QuantConfig)
+    launch: LaunchConfig = field(default_factory=LaunchConfig)
 
 
 # ----------------------------------------------------------------------------------------------

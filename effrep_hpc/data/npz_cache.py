@@ -39,9 +39,13 @@ def read_npz(path: str | Path, keys: tuple[str, ...]) -> Optional[dict[str, np.n
     """Read ``keys`` from ``path`` without allowing pickles; None when missing, unreadable or incomplete."""
     try:
         # Open the file ourselves: np.load(path) leaks its handle when the zip is damaged.
-        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as npz:
-            if not set(keys) <= set(npz.files):
+        with open(path, "rb") as fh:
+            npz = np.load(fh, allow_pickle=False)
+            if not isinstance(npz, np.lib.npyio.NpzFile):  # a lone .npy array, not our archive
                 return None
-            return {k: npz[k] for k in keys}
+            with npz:
+                if not set(keys) <= set(npz.files):
+                    return None
+                return {k: npz[k] for k in keys}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile):
         return None

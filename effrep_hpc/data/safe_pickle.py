@@ -39,8 +39,17 @@ def _numpy_reconstructors() -> dict[tuple[str, str], Any]:
         allowed[(f"{core}.multiarray", "scalar")] = scalar
         allowed[(f"{core}.numeric", "_frombuffer")] = frombuffer
     # Python 3 writes bytes with protocols 0-2 as codecs.encode(text, 'latin1').
-    allowed[("_codecs", "encode")] = codecs.encode
+    allowed[("_codecs", "encode")] = _latin1_encode
+    # Why the numpy entries are safe: they only build arrays of allowed dtypes; numpy itself refuses
+    # object arrays from raw bytes, and object-array elements are unpickled through this same filter.
     return allowed
+
+
+def _latin1_encode(text: str, encoding: str = "latin1", errors: str = "strict") -> bytes:
+    """``codecs.encode`` restricted to the latin-1 round trip pickle uses for bytes."""
+    if codecs.lookup(encoding).name != "iso8859-1":
+        raise ForbiddenGlobalError(f"refusing codecs.encode with encoding {encoding!r}")
+    return codecs.encode(text, encoding, errors)
 
 
 class ForbiddenGlobalError(pickle.UnpicklingError):

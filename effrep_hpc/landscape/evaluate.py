@@ -13,8 +13,10 @@ Two paths:
   w0), and restored afterwards.
 
 ``points_per_pass="auto"`` picks K from an activation-memory estimate (sizes of the leaf modules'
-outputs on two samples, times the batch size) against ``memory_budget`` and a cap, and uses K = 1 when
-the model cannot be vmapped. An out-of-memory error during a batched pass halves K for the rest of the
+outputs on two samples, times the batch size) against ``memory_budget`` and a cap of 32, and uses
+K = 1 when the model cannot be vmapped. On a CPU it batches points only while one point's activations
+per pass stay under 1 MiB: beyond that a pass is compute-bound and vmap (grouped convolutions,
+batch norm decomposed into elementwise ops) is slower than separate passes. An out-of-memory error during a batched pass halves K for the rest of the
 call; any other error in a batched pass switches to the single path, which re-raises it if it is real.
 
 BN policies (only ``_BatchNorm`` modules are affected; every other module, dropout included, is in eval mode):
@@ -56,6 +58,7 @@ LOSSES: tuple[str, ...] = ("ce", "mse")
 BN_POLICIES: tuple[str, ...] = ("eval", "recompute", "train")
 DEFAULT_MEMORY_BUDGET = 2 * 2**30  # bytes of activations one batched pass may use
 MAX_POINTS_PER_PASS = 32  # beyond this the gain is small and a padded last pass costs more
+CPU_BATCHING_BYTES = 2**20  # CPU: batch points only while one point's activations per pass are below this
 _ACTIVATION_OVERHEAD = 2  # temporaries of a pass relative to the summed leaf-module outputs
 
 
@@ -288,11 +291,15 @@ def _resolve_k(
         k = int(points_per_pass)
     else:
         budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else int(memory_budget)
-        probe = data.x_train[:2]
-        per_sample = _activation_bytes_per_sample(model, probe)
+        per_sample = _activation_bytes_per_sample(model, data.x_train[:2])
         longest = max(len(x) for _, x, _ in data.splits())
-        per_point = per_sample * min(batch_size, longest) * _ACTIVATION_OVERHEAD
-        k = int(max(1, min(MAX_POINTS_PER_PASS, budget // per_point)))
+        per_point = per_sample * min(batch_size, longest)
+        k = budget // (per_point * _ACTIVATION_OVERHEAD)
+        if data.x_train.device.type == "cpu":
+            # On a CPU a pass of more than ~1 MiB of activations is compute-bound already, and vmap's
+            # grouped convolutions and decomposed batch norms are slower than K separate passes.
+            k = min(k, CPU_BATCHING_BYTES // per_point)
+        k = int(max(1, min(MAX_POINTS_PER_PASS, k)))
     if k >= 2:
         named = list(model.named_parameters())
         ok = _vmap_works(

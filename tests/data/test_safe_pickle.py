@@ -72,3 +72,12 @@ def test_python2_builtin_module_name_is_accepted_for_plain_types():
     assert pickle.loads(evil) == 2
     with pytest.raises(ForbiddenGlobalError, match="__builtin__.eval"):
         safe_loads(evil)
+
+
+def test_codecs_encode_is_limited_to_latin1():
+    rot13 = b"c_codecs\nencode\n(Vabc\nVrot13\ntR."
+    assert pickle.loads(rot13) == "nop"
+    with pytest.raises(ForbiddenGlobalError, match="rot13"):
+        safe_loads(rot13)
+    latin1 = b"c_codecs\nencode\n(Vabc\nVlatin1\ntR."
+    assert safe_loads(latin1) == b"abc"

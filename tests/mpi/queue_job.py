@@ -26,6 +26,7 @@ def main() -> None:
     parser.add_argument("--sleep-max", type=float, default=0.01, help="seconds; each item sleeps U(0, max)")
     parser.add_argument("--sleep-fixed", type=float, default=None, help="seconds; every item sleeps this long")
     parser.add_argument("--fail-rank", type=int, default=-1, help="compute raises on this rank")
+    parser.add_argument("--fail-linger", type=float, default=0.0, help="seconds the failing rank waits before dying")
     parser.add_argument("--serve-thread", choices=["auto", "on", "off"], default="auto")
     parser.add_argument("--prefetch", type=int, default=2)
     parser.add_argument("--abort-guard", action="store_true", help="wrap the job in dist.abort_on_error")
@@ -67,7 +68,12 @@ def run_job(args: argparse.Namespace) -> None:
     items = list(range(args.items))
     backend.barrier()
     start = time.perf_counter()
-    backend.run(items, compute, on_result, on_progress=lambda done, total: progress.append([done, total]))
+    try:
+        backend.run(items, compute, on_result, on_progress=lambda done, total: progress.append([done, total]))
+    except RuntimeError:
+        if rank == args.fail_rank:
+            time.sleep(args.fail_linger)
+        raise
     elapsed = time.perf_counter() - start
     returned = time.time()
     args.out.mkdir(parents=True, exist_ok=True)

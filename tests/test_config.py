@@ -10,7 +10,7 @@ import pytest
 
 from effrep_hpc.config import Config, ConfigError, from_yaml, load_config, to_yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_overrides_are_typed(tmp_path: Path) -> None:
