@@ -43,6 +43,7 @@ every option.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -237,6 +238,9 @@ def _height(p: argparse.ArgumentParser) -> None:
     p.add_argument("--zmax", type=float, default=None, help="clip values above this (data units, applied before --log)")
 
 
+PLUGIN_MODULES = ("analysis.sensitivity", "analysis.quant")
+
+
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     """The argparse parser for all commands (exposed so `effrep analyze` can embed the same help)."""
     parser = argparse.ArgumentParser(
@@ -328,6 +332,16 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--log", action="store_true", help="logarithmic colour scale")
     p.add_argument("--name", default=None, help="output file name without extension")
     _figure_out(p)
+
+    # Commands for other file kinds (pruning sensitivity, quantization sweeps) live in their own modules.
+    for module_name in PLUGIN_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue
+        module.add_commands(sub)
     return parser
 
 

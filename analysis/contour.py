@@ -85,7 +85,7 @@ def contour_figure(
     fig = new_figure()
     ax = fig.add_subplot()
     artist = draw(ax, surface, metric, kind=kind, norm=norm, levels=levels, log=log, cmap=cmap)
-    fig.colorbar(artist, ax=ax, label=metric + (" (log scale)" if log else ""))
+    fig.colorbar(artist, ax=ax, label=metric + (" (log scale)" if log else ""), shrink=0.85)
     note = masked_note(surface, metric, log=log)
     ax.set_title(f"{surface.name}: {metric}" + (f"\n({note})" if note else ""), fontsize=10)
     return fig

@@ -95,7 +95,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     """Hand over to the torch-free analysis package."""
     from analysis.cli import main as analysis_main
 
-    return int(analysis_main(args.rest) or 0)
+    return int(analysis_main(args.rest, prog="effrep analyze") or 0)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -157,8 +157,14 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         module.add_commands(sub)
 
-    p = add("analyze", cmd_analyze, "Figures and VTK from HDF5 files (same as `python -m analysis`).", config=False)
+    p = sub.add_parser(
+        "analyze",
+        help="Figures and VTK from HDF5 files (same as `python -m analysis`).",
+        description="Figures and VTK from HDF5 files; `effrep analyze --help` lists the analysis commands.",
+        add_help=False,
+    )
     p.add_argument("rest", nargs=argparse.REMAINDER, help="analysis command and its options, e.g. contour FILE")
+    p.set_defaults(func=cmd_analyze)
     return parser
 
 
@@ -175,6 +181,12 @@ def main(argv: list[str] | None = None) -> int:
     from effrep_hpc.config import ConfigError
     from effrep_hpc.store.h5 import FileBusyError
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["analyze"]:
+        # Everything after `analyze` belongs to the analysis package's own parser (its --help too).
+        from analysis.cli import main as analysis_main
+
+        return int(analysis_main(argv[1:], prog="effrep analyze") or 0)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):

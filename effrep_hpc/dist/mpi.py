@@ -58,7 +58,7 @@ _TAG_RESULT = 103
 _TAG_ERROR = 104
 
 _FIRST_SLEEP = 2e-5
-_MAX_SLEEP = 2e-3
+_MAX_SLEEP = 5e-4
 # A traceback must fit in one eager message, so that sending it cannot block on rank 0.
 _MAX_TRACEBACK_CHARS = 8000
 

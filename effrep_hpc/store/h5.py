@@ -98,6 +98,14 @@ def sha256_arrays(arrays: list[tuple[str, np.ndarray]]) -> str:
     return h.hexdigest()
 
 
+def _slurm_job_id() -> str | None:
+    """This process's SLURM job (array jobs: ``<array job>_<task>``), stable across requeues."""
+    array_job, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    if array_job and task:
+        return f"{array_job}_{task}"
+    return os.environ.get("SLURM_JOB_ID")
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -126,7 +134,7 @@ class WriterLock:
         me = {
             "host": socket.gethostname(),
             "pid": os.getpid(),
-            "slurm_job": os.environ.get("SLURM_JOB_ID"),
+            "slurm_job": _slurm_job_id(),
         }
         self.path.parent.mkdir(parents=True, exist_ok=True)
         for _ in range(2):
@@ -134,7 +142,11 @@ class WriterLock:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 owner = self._owner()
-                stale = owner.get("host") == me["host"] and not _pid_alive(int(owner.get("pid", -1)))
+                # Stale: a dead process on this host, or an earlier incarnation of this very SLURM
+                # job (a requeued task may restart on another node, so host and pid cannot tell).
+                stale = (owner.get("host") == me["host"] and not _pid_alive(int(owner.get("pid", -1)))) or (
+                    me["slurm_job"] is not None and owner.get("slurm_job") == me["slurm_job"] and owner.get("pid") != me["pid"]
+                )
                 if stale:
                     self.path.unlink(missing_ok=True)
                     continue

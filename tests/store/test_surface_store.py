@@ -121,3 +121,22 @@ def test_checkpoint_round_trip_and_refusals(tmp_path: Path) -> None:
     junk.write_bytes(pickle.dumps([1, 2]) + b"garbage")
     with pytest.raises(CheckpointError):
         load_checkpoint(junk)
+
+
+def test_requeued_slurm_task_takes_over_its_own_lock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from effrep_hpc.store.h5 import WriterLock
+
+    target = tmp_path / "s.h5"
+    lock = Path(str(target) + ".lock")
+    # a lock left on another node by the killed first incarnation of array task 12345_3
+    lock.write_text(json.dumps({"host": "node-a", "pid": 1, "slurm_job": "12345_3"}))
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "12345")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "4")
+    with pytest.raises(FileBusyError):
+        WriterLock(target).acquire()
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")
+    with WriterLock(target):
+        assert json.loads(lock.read_text())["slurm_job"] == "12345_3"
+    assert not lock.exists()

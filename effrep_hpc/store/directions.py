@@ -1,0 +1,156 @@
+"""Direction files: save and load the x (and y) directions of a landscape scan (HDF5).
+
+Our format (``kind="directions"``, ``schema_version=1``): groups ``x/`` and optionally ``y/`` with one
+dataset per parameter, keyed by parameter name; root attributes ``names`` (JSON list, parameter order),
+``directions_hash`` (``landscape.direction_hash((x, y))``) and whatever the caller adds (normalization,
+seeds, source). bfloat16 tensors are stored as float32 (numpy has no bfloat16).
+
+The original loss-landscape scripts' format is read too: groups ``xdirection`` / ``ydirection`` with
+datasets ``"0" .. "K-1"`` in ``net.parameters()`` order. Their ``states`` variant holds one tensor
+per ``state_dict`` entry (BN running statistics and, from PyTorch 0.4.1 on, ``num_batches_tracked``
+included); it is accepted when the buffer entries are zero, since here buffers never move along a
+direction.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+import h5py
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from effrep_hpc.landscape.directions import direction_hash
+from effrep_hpc.store.h5 import atomic_create, open_readonly, read_attr, set_attrs
+
+SCHEMA_VERSION = 1
+_RESERVED = ("kind", "schema_version", "names", "directions_hash")
+
+
+def _to_numpy(t: Tensor) -> np.ndarray:
+    t = t.detach().to("cpu")
+    if t.dtype == torch.bfloat16:
+        t = t.float()
+    return t.numpy()
+
+
+def save_directions(
+    path: str | Path,
+    x: Mapping[str, Tensor],
+    y: Mapping[str, Tensor] | None = None,
+    *,
+    attrs: Mapping[str, Any] | None = None,
+) -> None:
+    """Write x (and y) to ``path`` atomically (temporary file in the same folder, then renamed)."""
+    if y is not None:
+        if list(y) != list(x):
+            diff = next((a, b) for a, b in zip(list(x) + [None], list(y) + [None]) if a != b)
+            raise ValueError(f"x and y must name the same parameters in the same order; first difference: {diff}")
+        for name in x:
+            if tuple(x[name].shape) != tuple(y[name].shape):
+                raise ValueError(f"x and y differ in the shape of {name!r}: {tuple(x[name].shape)} vs {tuple(y[name].shape)}")
+    extra = dict(attrs or {})
+    clash = [k for k in extra if k in _RESERVED]
+    if clash:
+        raise ValueError(f"attribute(s) {clash} are written by save_directions itself; rename them")
+    with atomic_create(path) as f:
+        for group_name, direction in (("x", x), ("y", y)):
+            if direction is None:
+                continue
+            group = f.create_group(group_name)
+            for name, tensor in direction.items():
+                group.create_dataset(name, data=_to_numpy(tensor))
+        set_attrs(f, {
+            "kind": "directions",
+            "schema_version": SCHEMA_VERSION,
+            "names": json.dumps(list(x)),
+            "directions_hash": direction_hash([x, y]),
+            **extra,
+        })
+
+
+def direction_file_attrs(path: str | Path) -> dict[str, Any]:
+    """The root attributes of a direction file as Python values (empty for the original format)."""
+    with open_readonly(path) as f:
+        return {key: read_attr(f, key) for key in f.attrs}
+
+
+def _stale(path: Path, what: str) -> ValueError:
+    return ValueError(f"direction file {path} does not fit the model: {what} (was it made for another model?)")
+
+
+def _ours(path: Path, group: h5py.Group, model: nn.Module) -> dict[str, Tensor]:
+    out: dict[str, Tensor] = {}
+    for name, param in model.named_parameters():
+        if name not in group:
+            raise _stale(path, f"it has no tensor for parameter {name!r} in group {group.name}")
+        data = group[name][()]
+        if tuple(np.shape(data)) != tuple(param.shape):
+            raise _stale(path, f"parameter {name!r} has shape {tuple(np.shape(data))} in the file, "
+                               f"{tuple(param.shape)} in the model")
+        out[name] = torch.as_tensor(np.asarray(data)).to(device=param.device, dtype=param.dtype)
+    extra = [k for k in group if k not in out]
+    if extra:
+        raise _stale(path, f"it has a tensor {extra[0]!r} in group {group.name} that the model does not have")
+    return out
+
+
+def _original(path: Path, group: h5py.Group, model: nn.Module) -> dict[str, Tensor]:
+    n = len(group)
+    keys = sorted(group, key=lambda k: int(k) if k.isdigit() else -1)
+    if keys != [str(i) for i in range(n)]:
+        raise ValueError(f"{path}: group {group.name} should hold datasets '0'..'{n - 1}', found {keys[:5]}...")
+    entries = [np.asarray(group[str(i)][()]) for i in range(n)]
+    params = list(model.named_parameters())
+    state = [(k, v) for k, v in model.state_dict(keep_vars=True).items()]
+    state_old = [(k, v) for k, v in state if not k.endswith("num_batches_tracked")]
+    param_names = {k for k, _ in params}
+    if n == len(params):
+        layout = params
+    elif n in (len(state), len(state_old)):
+        layout = state if n == len(state) else state_old
+    else:
+        raise _stale(path, f"group {group.name} holds {n} tensors, but the model has {len(params)} parameters "
+                           f"({len(state)} state_dict entries)")
+    out: dict[str, Tensor] = {}
+    for i, ((name, ref), data) in enumerate(zip(layout, entries)):
+        if tuple(data.shape) != tuple(ref.shape):
+            raise _stale(path, f"tensor {i} of {group.name} has shape {tuple(data.shape)}, but the model's "
+                               f"{name!r} (entry {i} in order) has {tuple(ref.shape)}")
+        if name in param_names:
+            out[name] = torch.as_tensor(data).to(device=ref.device, dtype=ref.dtype)
+        elif np.any(data != 0):
+            raise ValueError(
+                f"{path}: tensor {i} of {group.name} moves the buffer {name!r}; here buffers (BN running "
+                f"statistics) stay at the centre model's values, so this direction cannot be reproduced. "
+                f"Recreate it with biases/BN ignored or as a per-parameter direction."
+            )
+    return {name: out[name] for name, _ in params}
+
+
+def load_directions(path: str | Path, model: nn.Module) -> tuple[dict[str, Tensor], dict[str, Tensor] | None]:
+    """Read ``(x, y)`` (y None if absent) for ``model``, in our format or the original scripts' format.
+
+    Tensors come back with the dtype and device of the model's parameters. A file made for another model
+    (names, count or shapes differ) raises ValueError naming the first mismatching parameter.
+    """
+    path = Path(path)
+    with open_readonly(path) as f:
+        if "x" in f and isinstance(f["x"], h5py.Group):
+            version = read_attr(f, "schema_version", SCHEMA_VERSION)
+            if int(version) > SCHEMA_VERSION:
+                raise ValueError(f"{path} has schema_version {version}; this version reads up to {SCHEMA_VERSION}")
+            x = _ours(path, f["x"], model)
+            y = _ours(path, f["y"], model) if "y" in f else None
+        elif "xdirection" in f:
+            x = _original(path, f["xdirection"], model)
+            y = _original(path, f["ydirection"], model) if "ydirection" in f else None
+        else:
+            raise ValueError(
+                f"{path} is not a direction file: expected a group 'x' (effrep) or 'xdirection' (original "
+                f"loss-landscape code); found {sorted(f)[:8]}"
+            )
+    return x, y
