@@ -50,14 +50,20 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_models(args: argparse.Namespace) -> int:
     """List the registered models with parameters and FLOPs at their default input size."""
+    import torch
+
     from effrep_hpc.models import count_flops_params, create_model, list_models, model_spec
 
+    unknown = [n for n in args.name if n not in list_models()]
+    if unknown:
+        model_spec(unknown[0])  # raises KeyError naming close names
     rows = []
     for name in list_models():
         spec = model_spec(name)
         if args.name and name not in args.name:
             continue
-        model = create_model(name)
+        with torch.device("meta"):  # shapes only: no memory, no initialisation cost
+            model = create_model(name)
         flops, params = count_flops_params(model, spec.input_shape)
         rows.append(
             {"name": name, "params": params, "flops": flops, "input_shape": list(spec.input_shape), "num_classes": spec.num_classes}
@@ -192,8 +198,12 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
+    from effrep_hpc.dist.mpi import abort_on_error
+
     try:
-        code = args.func(args)
+        # A bug (any other exception) on one MPI rank ends the whole job, even without -m mpi4py.
+        with abort_on_error():
+            code = args.func(args)
     except (ConfigError, UserError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         _abort_other_ranks(2)

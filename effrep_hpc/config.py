@@ -215,12 +215,82 @@ class LandscapeConfig:
 class PruneConfig:
     """Filter pruning: criterion, strategy, preset or per-layer ratios, sensitivity and retraining."""
 
-    criterion: str = "l1"
+    criterion: str = "l1"  # l1, l2, random, largest, mean_mean, mean_std, mean_l1, mean_l2, var_l2
     strategy: Literal["independent", "greedy"] = "independent"
-    preset: Optional[str] = None
+    preset: Optional[str] = None  # vgg16-a, resnet56-a/b, resnet110-a/b, resnet34-a/b (paper ratios)
+    ratios: dict[str, Any] = field(default_factory=dict)  # layer name or paper id -> fraction removed
+    checkpoint: Optional[str] = None  # the trained model; default: <run.out>/checkpoint.pt
+    out: Optional[str] = None  # apply/retrain/scratch outputs; default: <run.out>/pruned
+    seed: int = 0  # random criterion and the sample of images for activation criteria
+    activation_images: int = 256  # N training images for the activation criteria
+    # prune-and-retrain (the paper: constant lr 1e-3, 40 epochs on CIFAR-10); optimizer, momentum,
+    # weight decay and batch size come from the train section, which `prune scratch` uses whole
+    iterations: int = 1  # > 1: prune in that many equal steps, retraining after each
+    retrain_epochs: int = 40  # per step
+    retrain_lr: float = 0.001
+    retrain_schedule: Literal["constant", "multistep", "cosine"] = "constant"
+    retrain_milestones: list[int] = field(default_factory=list)
+    # sensitivity scan: every layer x ratio x criterion, one layer pruned at a time
+    sensitivity: Optional[str] = None  # the HDF5 file; default: <run.out>/sensitivity.h5
+    layers: Optional[list[str]] = None  # default: every prunable layer
+    sensitivity_ratios: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
+    sensitivity_criteria: list[str] = field(default_factory=lambda: ["l1"])
+    sensitivity_retrain_epochs: int = 0  # > 0: retrain each pruned model this long before evaluating
+    eval_split: Literal["test", "train"] = "test"
+    eval_size: Optional[int] = None  # evaluate on a seeded subset of this many samples
+    eval_batch_size: int = 1024
+    backend: Literal["auto", "serial", "mpi", "torch", "array"] = "auto"
+    task_id: Optional[int] = None  # array backend: this task's index (default: from SLURM)
+    num_tasks: Optional[int] = None  # array backend: number of tasks (default: from SLURM)
+    # measured speed-up printed with the results (CPU timings use run.threads)
+    speed_batch_size: int = 32
+    speed_repeats: int = 20
 
     def _check(self) -> list[str]:
-        return []
+        from effrep_hpc.prune.criteria import criterion_name
+        from effrep_hpc.prune.presets import get_preset
+
+        problems = []
+        for key, names in (("criterion", [self.criterion]), ("sensitivity_criteria", self.sensitivity_criteria)):
+            for name in names:
+                try:
+                    criterion_name(name)
+                except ValueError as exc:
+                    problems.append(f"prune.{key}: {exc}")
+        if not self.sensitivity_criteria:
+            problems.append("prune.sensitivity_criteria: give at least one criterion, e.g. [l1, random, largest]")
+        if self.preset is not None:
+            try:
+                get_preset(self.preset)
+            except ValueError as exc:
+                problems.append(f"prune.preset: {exc}")
+        for layer, ratio in self.ratios.items():
+            if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 <= ratio < 1:
+                problems.append(
+                    f"prune.ratios[{layer}]: must be a number in [0, 1), the fraction of filters removed (got {ratio!r})"
+                )
+        if not self.sensitivity_ratios:
+            problems.append("prune.sensitivity_ratios: give at least one ratio, e.g. [0.1, 0.5, 0.9]")
+        for i, ratio in enumerate(self.sensitivity_ratios):
+            if not 0 <= ratio < 1:
+                problems.append(f"prune.sensitivity_ratios[{i}]: must lie in [0, 1) (got {ratio})")
+        if len(set(self.sensitivity_ratios)) != len(self.sensitivity_ratios):
+            problems.append(f"prune.sensitivity_ratios: values repeat ({self.sensitivity_ratios})")
+        positive = ("activation_images", "iterations", "retrain_epochs", "eval_batch_size", "speed_batch_size", "speed_repeats")
+        for key in positive:
+            if getattr(self, key) < 1:
+                problems.append(f"prune.{key}: must be >= 1 (got {getattr(self, key)})")
+        if self.sensitivity_retrain_epochs < 0:
+            problems.append(f"prune.sensitivity_retrain_epochs: must be >= 0 (got {self.sensitivity_retrain_epochs})")
+        if self.retrain_lr <= 0:
+            problems.append(f"prune.retrain_lr: must be > 0 (got {self.retrain_lr})")
+        if self.eval_size is not None and self.eval_size < 1:
+            problems.append(f"prune.eval_size: must be >= 1 (got {self.eval_size})")
+        if sorted(self.retrain_milestones) != list(self.retrain_milestones) or any(m < 1 for m in self.retrain_milestones):
+            problems.append(f"prune.retrain_milestones: must be increasing epochs >= 1 (got {self.retrain_milestones})")
+        if self.layers is not None and not self.layers:
+            problems.append("prune.layers: give at least one layer, or null for all")
+        return problems
 
 
 # --- END PruneConfig ---
@@ -244,12 +314,58 @@ class QuantConfig:
 # --- BEGIN LaunchConfig (owned by the cluster-launch work; edit only inside this block) ---
 @dataclass
 class LaunchConfig:
-    """How `effrep submit` sends work to SLURM (or runs it locally through submitit)."""
+    """How `effrep submit` sends work to SLURM (or runs it locally through submitit).
 
-    cluster: Optional[str] = None
+    A preset from configs/clusters/ (``cluster``) fills these first; the config's own ``launch:``
+    section and ``launch.key=value`` overrides win over the preset.
+    """
+
+    cluster: Optional[str] = None  # preset name in configs/clusters/ or a path to a preset YAML file
+    executor: Literal["auto", "slurm", "local"] = "auto"  # auto: slurm when sbatch is on PATH
+    folder: Optional[str] = None  # submitit logs, pickles and config snapshots; default <run.out>/submitit
+    partition: Optional[str] = None
+    account: Optional[str] = None
+    qos: Optional[str] = None
+    constraint: Optional[str] = None
+    time: int = 60  # minutes per job (array task); USR2 arrives signal_delay_s before the end
+    nodes: int = 1  # training only; array tasks and merges use one node
+    tasks_per_node: int = 1  # training: torch.distributed processes per node
+    cpus_per_task: Optional[int] = None
+    gpus_per_task: Optional[int] = None
+    mem_gb: Optional[float] = None  # per node
+    array: int = 4  # array tasks for landscape scans and sweeps (--array N overrides)
+    array_parallelism: int = 0  # at most this many array tasks run at once; 0: no limit
+    merge_time: int = 30  # minutes for the merge job that follows a landscape array
+    signal_delay_s: int = 120  # seconds between USR2 and the time limit: time to stop and requeue
+    max_requeues: int = 3  # times a task may be requeued after hitting its time limit
+    setup: list[str] = field(default_factory=list)  # shell lines run before the job: module load, venv
+    srun_args: list[str] = field(default_factory=list)  # extra srun arguments, e.g. --cpu-bind=none
+    sbatch: dict[str, Any] = field(default_factory=dict)  # any other #SBATCH option, e.g. {mail-type: END}
+    python: Optional[str] = None  # the python that runs the jobs; default: the one running effrep
 
     def _check(self) -> list[str]:
-        return []
+        problems = []
+        for key in ("time", "nodes", "tasks_per_node", "array", "merge_time"):
+            if getattr(self, key) < 1:
+                problems.append(f"launch.{key}: must be >= 1 (got {getattr(self, key)})")
+        for key in ("cpus_per_task", "gpus_per_task"):
+            value = getattr(self, key)
+            if value is not None and value < (1 if key == "cpus_per_task" else 0):
+                problems.append(f"launch.{key}: must be >= {1 if key == 'cpus_per_task' else 0} (got {value})")
+        if self.mem_gb is not None and self.mem_gb <= 0:
+            problems.append(f"launch.mem_gb: must be > 0 (got {self.mem_gb})")
+        for key in ("array_parallelism", "max_requeues", "signal_delay_s"):
+            if getattr(self, key) < 0:
+                problems.append(f"launch.{key}: must be >= 0 (got {getattr(self, key)})")
+        if self.signal_delay_s >= self.time * 60:
+            problems.append(
+                f"launch.signal_delay_s: {self.signal_delay_s} s is not shorter than launch.time={self.time} min; "
+                "the job would be signalled to stop as soon as it starts"
+            )
+        for key in self.sbatch:
+            if str(key).replace("_", "-") in ("array", "dependency", "output", "error", "signal", "job-name"):
+                problems.append(f"launch.sbatch.{key}: set by effrep submit itself; remove it")
+        return problems
 
 
 # --- END LaunchConfig ---

@@ -24,7 +24,7 @@ def _check_task(index: int, count: int) -> None:
 
 
 def block_bounds(total: int, index: int, count: int) -> tuple[int, int]:
-    """[start, stop) of block ``index`` of ``count`` over ``total`` items; the first ``total % count`` blocks get one more."""
+    """[start, stop) of block ``index`` of ``count`` over ``total`` items (the first ``total % count`` get one more)."""
     _check_task(index, count)
     if total < 0:
         raise ValueError(f"total must be >= 0, got {total}")

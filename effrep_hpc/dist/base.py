@@ -32,7 +32,8 @@ class Backend(abc.ABC):
     Every rank calls :meth:`run` with the same ``items``; ``compute(item)`` runs on some rank
     (rank 0 computes too); ``on_result(item, result)`` runs only where ``is_writer``, in the order
     results arrive (not necessarily item order); ``on_progress(done, total)`` follows each
-    ``on_result``. ``run`` returns once every item is done.
+    ``on_result``. ``run`` returns once every item is done. ``compute`` and ``on_result`` must not
+    communicate through the backend: other ranks are busy with other items meanwhile.
     """
 
     kind: ClassVar[str]

@@ -15,8 +15,8 @@ from typing import Mapping
 # (PMI_SIZE), MVAPICH. PMIx (srun --mpi=pmix, prterun) sets no standard size variable.
 MPI_SIZE_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "MV2_COMM_WORLD_SIZE")
 MPI_RANK_VARS = ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "MV2_COMM_WORLD_RANK")
-# Hydra (MPICH, Intel MPI) exports a few HYDRA_/HYDI_ variables besides PMI_*.
-MPI_PREFIXES = ("HYDRA_", "HYDI_")
+# Hydra (MPICH, Intel MPI) launches are seen through PMI_RANK/PMI_SIZE: HYDRA_* variables are
+# settings users export for mpiexec itself (HYDRA_HOST_FILE, ...), not signs of being launched.
 # First match wins: torchrun's LOCAL_RANK is the most specific, SLURM_LOCALID the most general.
 LOCAL_RANK_VARS = (
     "LOCAL_RANK",
@@ -56,9 +56,7 @@ def local_rank(env: Mapping[str, str] | None = None) -> int:
 def mpi_launched(env: Mapping[str, str] | None = None) -> bool:
     """True if an MPI launcher (mpiexec, mpirun, srun with PMI/PMIx) started this process."""
     env = _environ(env)
-    if any(name in env for name in MPI_SIZE_VARS + MPI_RANK_VARS):
-        return True
-    return any(key.startswith(MPI_PREFIXES) for key in env)
+    return any(name in env for name in MPI_SIZE_VARS + MPI_RANK_VARS)
 
 
 def mpi_world_size(env: Mapping[str, str] | None = None) -> int | None:
@@ -82,7 +80,7 @@ def torch_world_size(env: Mapping[str, str] | None = None) -> int:
 
 
 def torch_rank_and_size(env: Mapping[str, str] | None = None) -> tuple[int, int]:
-    """(rank, world size) for torch.distributed: torchrun's RANK/WORLD_SIZE, else srun's SLURM_PROCID/NTASKS."""
+    """(rank, world size) for torch.distributed: torchrun's RANK/WORLD_SIZE, else SLURM_PROCID/NTASKS."""
     env = _environ(env)
     rank, size = env_int(env, "RANK"), env_int(env, "WORLD_SIZE")
     if rank is None and size is None:
@@ -141,7 +139,7 @@ def mpi4py_available() -> bool:
 
 
 def detect_kind(env: Mapping[str, str] | None = None, *, have_mpi4py: bool | None = None) -> str:
-    """The backend 'auto' means here: 'mpi' under an MPI launcher with >1 rank, 'torch' if WORLD_SIZE>1, else 'serial'.
+    """What 'auto' means here: 'mpi' under an MPI launcher with >1 rank, 'torch' if WORLD_SIZE>1, else 'serial'.
 
     Decided from the environment only: calling MPI_Init outside an MPI launcher can be slow or
     fail. When the launcher does not announce the size (PMIx), 'mpi' is chosen (harmless: with one

@@ -8,18 +8,25 @@ whose large buffers (numpy arrays) go as separate uppercase ``Send`` messages in
 copied into the pickle stream, with no 2 GiB message limit. All traffic runs on a duplicate of the
 communicator, so it never matches messages of other code.
 
-* Prefetch (double buffering): rank 0 keeps ``prefetch`` indices (default 2) outstanding at
-  every worker and answers each result with one new index. A worker computes one item while the
-  next index already waits in its MPI receive queue, so it does not idle for a round trip.
+* Prefetch (double buffering): rank 0 keeps ``prefetch`` indices outstanding at every worker and
+  answers each result with one new index. A worker computes one item while its next index
+  already waits in its MPI receive queue, so it does not idle for a round trip to rank 0.
+  Likewise a worker keeps up to ``prefetch`` results in flight (``isend``), so a large result
+  that rank 0 has not received yet does not stop it from starting its next item.
 * Rank 0 serves while it computes: if the MPI library grants at least MPI_THREAD_SERIALIZED
   (``MPI.Query_thread()``; mpi4py asks for MULTIPLE), a helper thread on rank 0 receives results
   and sends new indices while the main thread computes rank 0's own items. Only the helper thread
   calls MPI while it runs, hence SERIALIZED suffices. Results reach the main thread through a
   ``queue.Queue``: ``on_result`` and ``on_progress`` run only on the main thread, so HDF5 writers
-  and progress bars need not be thread-safe. Without that thread level, or with
-  ``serve_thread=False``, rank 0 serves between its own items; prefetch then keeps a worker busy
-  as long as it finishes fewer than ``prefetch`` items while rank 0 computes one.
-* Idle waiting polls (``Iprobe`` and a sleep that grows from 20 us to 2 ms) instead of blocking,
+  and progress bars need not be thread-safe. While the helper runs, the interpreter's GIL switch
+  interval is lowered to 1 ms (restored afterwards), so Python-heavy compute on rank 0 delays the
+  helper by at most that. Default prefetch here: 2. Results that arrive while rank 0 computes
+  one of its own items are written after that item; with many ranks or long items, pass
+  ``root_computes=False`` so rank 0 only serves and writes.
+* Without that thread level, or with ``serve_thread=False``, rank 0 serves the queue between its
+  own items. A result then waits up to one rank-0 item before it is answered, so the default
+  prefetch is 3 (measured: with 2, equal-length items left the worker idle a third of the time).
+* Idle waiting polls (``Iprobe`` and a sleep that grows from 20 us to 0.5 ms) instead of blocking,
   because MPICH and Open MPI busy-spin inside blocking calls and a spinning idle rank takes a core
   from the ranks it shares a node with.
 * Termination: after the last result has gone through ``on_result`` on rank 0, rank 0 sends each
@@ -27,7 +34,8 @@ communicator, so it never matches messages of other code.
   No collective runs per item; ``run`` makes one ``allgather`` of ``len(items)`` up front, so ranks
   that disagree about the work list fail at once instead of deadlocking.
 * The tail: an index prefetched by a busy worker waits for that worker, so the last items can
-  finish up to ``prefetch - 1`` item durations after the others.
+  finish up to ``prefetch - 1`` item durations after the others. Results arrive in completion
+  order, not item order.
 
 Failures
 --------
@@ -59,6 +67,10 @@ _TAG_ERROR = 104
 
 _FIRST_SLEEP = 2e-5
 _MAX_SLEEP = 5e-4
+_GIL_SWITCH_S = 1e-3
+# See the module docstring for why the inline queue needs one more.
+_PREFETCH_THREADED = 2
+_PREFETCH_INLINE = 3
 # A traceback must fit in one eager message, so that sending it cannot block on rank 0.
 _MAX_TRACEBACK_CHARS = 8000
 
@@ -77,7 +89,8 @@ def abort_on_error() -> Iterator[None]:
         if isinstance(exc, SystemExit) and exc.code in (0, None):
             raise
         MPI = sys.modules.get("mpi4py.MPI")  # never import it here: that would initialise MPI
-        if MPI is not None and MPI.Is_initialized() and not MPI.Is_finalized() and MPI.COMM_WORLD.Get_size() > 1:
+        running = MPI is not None and MPI.Is_initialized() and not MPI.Is_finalized()
+        if running and MPI.COMM_WORLD.Get_size() > 1:
             traceback.print_exc()
             sys.stderr.flush()
             MPI.COMM_WORLD.Abort(1)
@@ -106,10 +119,23 @@ class _Failure:
 
 
 class _Dispatcher:
-    """Rank 0's side of the queue: hands indices to workers and receives their results."""
+    """Rank 0's side of the queue: hands indices to workers and receives their results.
+
+    ``receive_later``: post non-blocking receives for results (the helper thread polls all the
+    time, so they progress) rather than receiving each at once (inline serving: a posted receive
+    would not progress while rank 0 computes, and the worker would wait for it).
+    """
 
     def __init__(
-        self, MPI: Any, comm: Any, rcomm: Any, total: int, prefetch: int, sink: Callable[[int, Any], None]
+        self,
+        MPI: Any,
+        comm: Any,
+        rcomm: Any,
+        total: int,
+        prefetch: int,
+        *,
+        sink: Callable[[int, Any], None],
+        receive_later: bool,
     ) -> None:
         self._MPI = MPI
         self._comm = comm
@@ -117,11 +143,13 @@ class _Dispatcher:
         self._total = total
         self._prefetch = prefetch
         self._sink = sink
+        self._receive_later = receive_later
         self._lock = threading.Lock()  # rank 0's main thread takes indices too
         self._next = 0
         self._sent = 0
         self._received = 0
-        self._requests: list[Any] = []
+        self._requests: list[Any] = []  # sends of indices and stops not yet complete
+        self._incoming: list[Any] = []  # results being received
 
     def take(self) -> int | None:
         """The next index nobody has started, or None when all are handed out."""
@@ -161,22 +189,36 @@ class _Dispatcher:
             message = self._rcomm.improbe(MPI.ANY_SOURCE, MPI.ANY_TAG, status)
             if message is None:
                 break
-            payload = message.recv()
             source, tag = status.Get_source(), status.Get_tag()
             handled += 1
             if tag == _TAG_RESULT:
-                index, result = payload
-                self._received += 1
-                self._give(source)  # before the sink, which may be a slow HDF5 write
-                self._sink(index, result)
+                self._give(source)  # the worker finished an item: refill its buffer at once
+                if self._receive_later:
+                    self._incoming.append(message.irecv())
+                else:
+                    self._deliver(message.recv())
             elif tag == _TAG_ERROR:
-                index, remote_traceback = payload
+                index, remote_traceback = message.recv()
                 raise WorkerError(source, index, remote_traceback)
             else:
                 raise RuntimeError(f"unexpected message tag {tag} from rank {source} in the work queue")
+        if self._incoming:
+            waiting = []
+            for request in self._incoming:
+                complete, payload = request.test()
+                if not complete:
+                    waiting.append(request)
+                    continue
+                handled += 1
+                self._deliver(payload)
+            self._incoming = waiting
         if self._requests:
             self._requests = [req for req in self._requests if not req.Test()]
         return handled
+
+    def _deliver(self, payload: tuple[int, Any]) -> None:
+        self._received += 1
+        self._sink(*payload)
 
     def stop_workers(self) -> None:
         """Tell every worker that all results are delivered, and complete all sends."""
@@ -202,16 +244,26 @@ def _serve_forever(dispatcher: _Dispatcher, stop: threading.Event, inbox: queue.
 class MPIBackend(Backend):
     """Ranks of an MPI job sharing items through a dynamic queue; rank 0 computes and writes.
 
-    ``prefetch``: indices kept outstanding per worker (>= 1). ``serve_thread``: serve the queue
-    from a helper thread on rank 0 (None: when the MPI thread level allows it). ``comm``: the
-    communicator to use (default ``MPI.COMM_WORLD``); it is duplicated, collectively, here.
+    ``prefetch``: indices kept outstanding per worker (>= 1; None: 2 with a serving thread, else 3).
+    ``serve_thread``: serve the queue from a helper thread on rank 0 (None: when the MPI thread
+    level allows it). ``comm``: the communicator to use (default ``MPI.COMM_WORLD``); it is
+    duplicated here, which is collective: every rank must create the backend.
+    ``root_computes``: rank 0 computes items too (False: it only serves the queue and writes).
     """
 
     kind = "mpi"
 
-    def __init__(self, *, prefetch: int = 2, serve_thread: bool | None = None, comm: Any = None) -> None:
-        if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 1:
-            raise ValueError(f"prefetch must be an integer >= 1, got {prefetch!r}")
+    def __init__(
+        self,
+        *,
+        prefetch: int | None = None,
+        serve_thread: bool | None = None,
+        root_computes: bool = True,
+        comm: Any = None,
+    ) -> None:
+        bad_int = isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 1
+        if prefetch is not None and bad_int:
+            raise ValueError(f"prefetch must be an integer >= 1 (or None for the default), got {prefetch!r}")
         try:
             from mpi4py import MPI
             from mpi4py.util import pkl5
@@ -228,8 +280,11 @@ class MPIBackend(Backend):
         self._MPI = MPI
         self._comm = (MPI.COMM_WORLD if comm is None else comm).Dup()
         self._rcomm = pkl5.Intracomm(self._comm)
-        self._prefetch = prefetch
         self._threaded = level_ok if serve_thread is None else serve_thread
+        if prefetch is None:
+            prefetch = _PREFETCH_THREADED if self._threaded else _PREFETCH_INLINE
+        self._prefetch = prefetch
+        self._root_computes = root_computes
         self.rank = self._comm.Get_rank()
         self.size = self._comm.Get_size()
         self.is_writer = self.rank == 0
@@ -293,13 +348,17 @@ class MPIBackend(Backend):
         if self._threaded:
             inbox: queue.Queue = queue.Queue()
             dispatcher = _Dispatcher(
-                self._MPI, self._comm, self._rcomm, total, self._prefetch, lambda i, r: inbox.put((i, r))
+                self._MPI, self._comm, self._rcomm, total, self._prefetch,
+                sink=lambda i, r: inbox.put((i, r)), receive_later=True,
             )
             dispatcher.prime()
             stop = threading.Event()
             helper = threading.Thread(
                 target=_serve_forever, args=(dispatcher, stop, inbox), name="effrep-mpi-serve", daemon=True
             )
+            switch_interval = sys.getswitchinterval()
+            # While rank 0 runs Python-heavy compute, the helper waits this long for the GIL.
+            sys.setswitchinterval(min(switch_interval, _GIL_SWITCH_S))
             helper.start()
 
             def take_inbox(block: bool) -> bool:
@@ -313,7 +372,7 @@ class MPIBackend(Backend):
                 return True
 
             try:
-                while (index := dispatcher.take()) is not None:
+                while self._root_computes and (index := dispatcher.take()) is not None:
                     deliver(index, compute(items[index]))
                     while take_inbox(block=False):
                         pass
@@ -322,13 +381,16 @@ class MPIBackend(Backend):
             finally:
                 stop.set()
                 helper.join()
+                sys.setswitchinterval(switch_interval)
         else:
-            dispatcher = _Dispatcher(self._MPI, self._comm, self._rcomm, total, self._prefetch, deliver)
+            dispatcher = _Dispatcher(
+                self._MPI, self._comm, self._rcomm, total, self._prefetch, sink=deliver, receive_later=False
+            )
             dispatcher.prime()
             backoff = _Backoff()
             while done < total:
                 handled = dispatcher.serve()
-                index = dispatcher.take()
+                index = dispatcher.take() if self._root_computes else None
                 if index is not None:
                     deliver(index, compute(items[index]))
                 if handled or index is not None:
@@ -341,8 +403,13 @@ class MPIBackend(Backend):
         MPI = self._MPI
         status = MPI.Status()
         backoff = _Backoff()
-        pending = None  # the result in flight to rank 0; at most one
+        # Results still travelling to rank 0. A large one completes only when rank 0 receives
+        # it, which it may do only after its own item; allowing a few in flight keeps this
+        # worker computing meanwhile.
+        in_flight: list[Any] = []
         while True:
+            if in_flight:
+                in_flight = [req for req in in_flight if not req.test()[0]]
             if not self._comm.Iprobe(source=0, tag=MPI.ANY_TAG, status=status):
                 backoff.wait()
                 continue
@@ -353,14 +420,14 @@ class MPIBackend(Backend):
                 break
             try:
                 result = compute(items[index])
-                if pending is not None:
-                    pending.wait()
-                pending = self._rcomm.isend((index, result), dest=0, tag=_TAG_RESULT)
+                in_flight.append(self._rcomm.isend((index, result), dest=0, tag=_TAG_RESULT))
+                while len(in_flight) > self._prefetch:
+                    in_flight.pop(0).wait()
             except Exception:
                 self._report(index, traceback.format_exc())
                 raise
-        if pending is not None:
-            pending.wait()
+        for request in in_flight:
+            request.wait()
 
     def _report(self, index: int, text: str) -> None:
         """Tell rank 0 which item failed and why, so the writer's log names the cause."""

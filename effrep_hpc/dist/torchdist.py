@@ -9,7 +9,8 @@ Scheme: rank r computes items r, r + size, r + 2*size, ... . Items are taken in 
 ``size * chunk`` consecutive indices; in each round every rank computes its (up to ``chunk``)
 items, then the ranks make two collectives: an ``all_reduce`` of a failure flag, and a
 ``gather_object`` of the round's results to rank 0, which calls ``on_result`` for them in index
-order. So there are two collectives per round of ``size * chunk`` items, none per item. Static
+order. So there are two collectives per round of ``size * chunk`` items, none per item, and a
+barrier at the end so that ``run`` returns everywhere only after the last delivery. Static
 assignment means a round lasts as long as its slowest rank; use the MPI backend when item costs
 vary a lot. A larger ``chunk`` means fewer collectives but more results lost if a rank dies.
 
@@ -67,17 +68,20 @@ class TorchBackend(Backend):
             if backend is None:
                 backend = "nccl" if torch.cuda.is_available() else "gloo"
             if backend == "nccl":
-                torch.cuda.set_device(envmod.local_rank())
-            kwargs: dict[str, Any] = {"backend": backend, "init_method": "env://", "rank": rank, "world_size": size}
+                # modulo: with one visible GPU per task (--gpus-per-task=1) every task uses device 0
+                torch.cuda.set_device(envmod.local_rank() % torch.cuda.device_count())
+            kwargs: dict[str, Any] = {
+                "backend": backend, "init_method": "env://", "rank": rank, "world_size": size
+            }
             if timeout_s is not None:
                 kwargs["timeout"] = timedelta(seconds=timeout_s)
             dist.init_process_group(**kwargs)
             self._owns_group = True
-        elif backend is not None and backend != dist.get_backend():
+        elif backend is not None and backend not in str(dist.get_backend()):
             raise ValueError(
                 f"the process group is already initialised with {dist.get_backend()!r}, not {backend!r}"
             )
-        on_gpu = dist.get_backend() == "nccl"
+        on_gpu = "nccl" in str(dist.get_backend())  # may read "cpu:gloo,cuda:nccl"
         self._device = torch.device("cuda", torch.cuda.current_device()) if on_gpu else torch.device("cpu")
         self.rank = dist.get_rank()
         self.size = dist.get_world_size()
@@ -114,7 +118,8 @@ class TorchBackend(Backend):
         self._dist.all_gather_object(counts, total)
         if len(set(counts)) != 1:
             raise ValueError(
-                f"ranks called run with different numbers of items {counts}; every rank must pass the same items"
+                f"ranks called run with different numbers of items {counts}; "
+                "every rank must pass the same items"
             )
         if self.size == 1:
             run_serial(items, compute, on_result, on_progress)
@@ -142,6 +147,8 @@ class TorchBackend(Backend):
                 done += 1
                 if on_progress is not None:
                     on_progress(done, total)
+        # as with MPI: run returns on every rank only once rank 0 has delivered everything
+        self._dist.barrier()
 
     def _check_round(self, failure: tuple[int, str] | None, exc: Exception | None) -> None:
         """Make every rank raise if any rank's compute failed in this round."""

@@ -16,10 +16,12 @@ Two paths:
 outputs on two samples, times the batch size) against ``memory_budget`` and a cap of 32, and uses
 K = 1 when the model cannot be vmapped. On a CPU it batches points only while one point's activations
 per pass stay under 1 MiB: beyond that a pass is compute-bound and vmap (grouped convolutions,
-batch norm decomposed into elementwise ops) is slower than separate passes. An out-of-memory error during a batched pass halves K for the rest of the
-call; any other error in a batched pass switches to the single path, which re-raises it if it is real.
+batch norm decomposed into elementwise ops) is slower than separate passes. An out-of-memory error
+during a batched pass halves K for the rest of the call; any other error in a batched pass switches
+to the single path, which re-raises it if it is real.
 
-BN policies (only ``_BatchNorm`` modules are affected; every other module, dropout included, is in eval mode):
+BN policies (they affect ``_BatchNorm`` modules only; every other module, dropout included, runs in
+eval mode):
 
 - ``eval`` (default): the centre model's running statistics, unchanged along the directions.
 - ``recompute``: at every point the running statistics are re-estimated from the first ``bn_batches``
@@ -33,8 +35,8 @@ not on which other points share its pass or tile. Every pass has exactly K slots
 filled with a copy of a real point and dropped), and a point always sits in slot ``point_id % K``,
 because vectorized kernels can round differently at different offsets inside a stacked tensor. Pass
 the points' flat grid indices as ``point_ids`` and any split of a grid into tiles (a resumed scan
-included) reproduces an uninterrupted scan bitwise. "auto" resolves K from shapes only, so it is
-stable too. The batched and single paths may differ in the last bits (different kernels); they agree
+included) reproduces an uninterrupted scan bitwise. "auto" resolves K from shapes and the device
+type only, so it is stable too. The batched and single paths may differ in the last bits (different kernels); they agree
 to float rounding. On GPUs the same holds as far as the kernels are deterministic, except that an
 out-of-memory retry changes K for the rest of that call.
 """
@@ -89,7 +91,9 @@ class EvalData:
 
     def to(self, device: torch.device | str) -> "EvalData":
         """The same data on ``device`` (no copy where already there)."""
-        mv = lambda t: None if t is None else t.to(device)  # noqa: E731
+        def mv(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t.to(device)
+
         return EvalData(mv(self.x_train), mv(self.y_train), mv(self.x_test), mv(self.y_test))
 
     def splits(self) -> list[tuple[str, Tensor, Tensor]]:
@@ -117,11 +121,20 @@ def subset(x: Tensor, y: Tensor, n: int | None, seed: int) -> tuple[Tensor, Tens
 def per_sample_loss(out: Tensor, y: Tensor, loss: str = "ce") -> Tensor:
     """Per-sample loss of logits ``out`` (N, C): cross-entropy, or MSE against one-hot labels (mean over C)."""
     if loss == "ce":
-        return F.cross_entropy(out, y, reduction="none")
+        # The same value as F.cross_entropy(reduction="none"), about 3x faster on a CPU for few classes
+        # (log_softmax vectorizes over the class dimension).
+        return torch.logsumexp(out, dim=-1) - out.gather(-1, y.unsqueeze(-1)).squeeze(-1)
     if loss == "mse":
         target = F.one_hot(y, out.shape[-1]).to(out.dtype)
         return ((out - target) ** 2).mean(dim=-1)
     raise ValueError(unknown_name_message("loss", str(loss), list(LOSSES)))
+
+
+def _loss_and_correct(out: Tensor, y: Tensor, loss: str) -> tuple[Tensor, Tensor]:
+    """Summed loss (float64) and number of correct predictions of one batch, both left on the device."""
+    # max(...).indices is argmax (first maximum on ties) at half the cost on a CPU.
+    correct = (out.max(dim=-1).indices == y).sum()
+    return per_sample_loss(out, y, loss).double().sum(), correct
 
 
 def _check_choice(kind: str, value: str, choices: tuple[str, ...]) -> None:
@@ -184,7 +197,7 @@ class _ModelState:
 def _point_fn(model: nn.Module, loss: str) -> Callable:
     def fn(params: dict, buffers: dict, xb: Tensor, yb: Tensor) -> tuple[Tensor, Tensor]:
         out = functional_call(model, (params, buffers), (xb,))
-        return per_sample_loss(out, yb, loss).double().sum(), (out.argmax(dim=-1) == yb).sum()
+        return _loss_and_correct(out, yb, loss)
 
     return fn
 
@@ -260,10 +273,11 @@ def _activation_bytes_per_sample(model: nn.Module, x: Tensor) -> int:
     return max(1, total[0] // len(x))
 
 
-def _vmap_works(model: nn.Module, params: list[Tensor], names: list[str], bn: str, loss: str, x: Tensor, y: Tensor) -> bool:
+def _vmap_works(model: nn.Module, bn: str, loss: str, x: Tensor, y: Tensor) -> bool:
+    """Whether a batched pass of two points runs on this model (one tiny forward)."""
     try:
         k = 2
-        stacked = dict(zip(names, [p.detach().unsqueeze(0).repeat((k,) + (1,) * p.dim()) for p in params]))
+        stacked = {n: p.detach().unsqueeze(0).repeat((k,) + (1,) * p.dim()) for n, p in model.named_parameters()}
         bufs = _bn_buffers(model, k, fresh=bn == "recompute") if bn != "eval" else {}
         if bn != "eval":
             _set_bn_momentum(model, 1)
@@ -286,7 +300,8 @@ def _resolve_k(
     memory_budget: int | None,
 ) -> int:
     if points_per_pass != "auto":
-        if isinstance(points_per_pass, bool) or not isinstance(points_per_pass, (int, np.integer)) or points_per_pass < 1:
+        valid = isinstance(points_per_pass, (int, np.integer)) and not isinstance(points_per_pass, bool)
+        if not valid or points_per_pass < 1:
             raise ValueError(f"points_per_pass must be an integer >= 1 or 'auto' (got {points_per_pass!r})")
         k = int(points_per_pass)
     else:
@@ -301,11 +316,7 @@ def _resolve_k(
             k = min(k, CPU_BATCHING_BYTES // per_point)
         k = int(max(1, min(MAX_POINTS_PER_PASS, k)))
     if k >= 2:
-        named = list(model.named_parameters())
-        ok = _vmap_works(
-            model, [p for _, p in named], [n for n, _ in named], bn, loss, data.x_train[:2], data.y_train[:2]
-        )
-        if not ok:
+        if not _vmap_works(model, bn, loss, data.x_train[:2], data.y_train[:2]):
             k = 1
     return k
 
@@ -442,26 +453,29 @@ def _run_single(
 ) -> None:
     bns = _bn_modules(model)
     device = w0[0].device
+    _set_modes(model, bn_training=bn == "train")
+    if bn == "train":
+        _set_bn_momentum(model, 1)  # running statistics are restored afterwards; avoid a host read
     for p in todo:
         torch._foreach_copy_(params, combine(w0, dirs, list(coef[p])))
         if bn == "recompute":
             for m in bns:
                 m.reset_running_stats()
-            _set_modes(model, bn_training=True)
+                m.train()
             for t, (xb, _) in enumerate(bn_batches, start=1):
-                _set_bn_momentum(model, t)
+                for m in bns:
+                    m.momentum = 1.0 / t  # see _set_bn_momentum
                 model(xb)
-        elif bn == "train":
-            _set_bn_momentum(model, 1)  # running statistics are restored afterwards; avoid a host read
-        _set_modes(model, bn_training=bn == "train")
+            for m in bns:
+                m.eval()
         point_sums: dict[str, tuple[Tensor, Tensor]] = {}
         for split, batches in splits:
             loss_sum = torch.zeros((), dtype=torch.float64, device=device)
             correct = torch.zeros((), dtype=torch.int64, device=device)
             for xb, yb in batches:
-                out = model(xb)
-                loss_sum += per_sample_loss(out, yb, loss).double().sum()
-                correct += (out.argmax(dim=-1) == yb).sum()
+                batch_loss, batch_correct = _loss_and_correct(model(xb), yb, loss)
+                loss_sum += batch_loss
+                correct += batch_correct
             point_sums[split] = (loss_sum, correct)
         sums.add(np.array([p]), point_sums)
         done[p] = True
@@ -549,15 +563,18 @@ def evaluate_points(
             todo = np.flatnonzero(~done)
             if k >= 2:
                 try:
-                    _run_batched(model, names, w0_list, dirs, coef, ids, todo, k, splits,
-                                 recompute_batches, bn, loss, sums, done)
+                    _run_batched(
+                        model, names, w0_list, dirs, coef, ids, todo, k, splits, recompute_batches, bn, loss, sums, done
+                    )
                 except (RuntimeError, NotImplementedError) as exc:
                     k = k // 2 if _is_oom(exc) else 1
                     if device.type == "cuda":
                         torch.cuda.empty_cache()
                 continue
             state.snapshot_tensors()
-            _run_single(model, params, w0_list, dirs, coef, todo, splits, recompute_batches, bn, loss, sums, done)
+            _run_single(
+                model, params, w0_list, dirs, coef, todo, splits, recompute_batches, bn, loss, sums, done
+            )
     finally:
         state.restore()
     return sums.collect(n_points, sizes)

@@ -51,7 +51,9 @@ def save_directions(
             raise ValueError(f"x and y must name the same parameters in the same order; first difference: {diff}")
         for name in x:
             if tuple(x[name].shape) != tuple(y[name].shape):
-                raise ValueError(f"x and y differ in the shape of {name!r}: {tuple(x[name].shape)} vs {tuple(y[name].shape)}")
+                raise ValueError(
+                    f"x and y differ in the shape of {name!r}: {tuple(x[name].shape)} vs {tuple(y[name].shape)}"
+                )
     extra = dict(attrs or {})
     clash = [k for k in extra if k in _RESERVED]
     if clash:

@@ -14,6 +14,8 @@ import random
 import time
 from pathlib import Path
 
+import numpy as np
+
 from effrep_hpc.dist import abort_on_error, get_backend
 
 
@@ -28,7 +30,9 @@ def main() -> None:
     parser.add_argument("--fail-rank", type=int, default=-1, help="compute raises on this rank")
     parser.add_argument("--fail-linger", type=float, default=0.0, help="seconds the failing rank waits before dying")
     parser.add_argument("--serve-thread", choices=["auto", "on", "off"], default="auto")
-    parser.add_argument("--prefetch", type=int, default=2)
+    parser.add_argument("--prefetch", type=int, default=None)
+    parser.add_argument("--root-idle", action="store_true", help="rank 0 only serves and writes")
+    parser.add_argument("--payload-bytes", type=int, default=0, help="each result carries a float64 array this big")
     parser.add_argument("--abort-guard", action="store_true", help="wrap the job in dist.abort_on_error")
     args = parser.parse_args()
     if args.abort_guard:
@@ -40,11 +44,11 @@ def main() -> None:
 
 def run_job(args: argparse.Namespace) -> None:
     """Run the items through the backend and write the records."""
-
     options: dict[str, object] = {}
     if args.kind in ("mpi", "auto"):
         options["prefetch"] = args.prefetch
         options["serve_thread"] = {"auto": None, "on": True, "off": False}[args.serve_thread]
+        options["root_computes"] = not args.root_idle
     backend = get_backend(args.kind, **options)
     rank = backend.rank
 
@@ -55,16 +59,24 @@ def run_job(args: argparse.Namespace) -> None:
             time.sleep(args.sleep_fixed)
         elif args.sleep_max > 0:
             time.sleep(random.Random(item).uniform(0, args.sleep_max))
-        return {"item": item, "square": item * item, "rank": rank, "pid": os.getpid()}
+        result = {"item": item, "square": item * item, "rank": rank, "pid": os.getpid()}
+        if args.payload_bytes:
+            result["array"] = np.arange(args.payload_bytes // 8, dtype=np.float64) + item
+        return result
 
     delivered: list[list[int]] = []
     progress: list[list[int]] = []
     last_delivery = [0.0]
 
     def on_result(item: int, result: dict) -> None:
+        if args.payload_bytes:
+            expected = np.arange(args.payload_bytes // 8, dtype=np.float64) + item
+            if not np.array_equal(result["array"], expected):
+                raise ValueError(f"array of item {item} arrived corrupted")
         delivered.append([item, int(result["item"]), int(result["square"]), int(result["rank"])])
         last_delivery[0] = time.time()
 
+    shared = backend.broadcast({"token": 4242, "array": [0.5, 1.5]} if rank == 0 else None)
     items = list(range(args.items))
     backend.barrier()
     start = time.perf_counter()
@@ -77,7 +89,8 @@ def run_job(args: argparse.Namespace) -> None:
     elapsed = time.perf_counter() - start
     returned = time.time()
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"rank{rank}.json").write_text(json.dumps({"returned": returned, "size": backend.size}))
+    mine = {"returned": returned, "size": backend.size, "shared": shared}
+    (args.out / f"rank{rank}.json").write_text(json.dumps(mine))
     if backend.is_writer:
         record = {
             "kind": backend.kind,

@@ -37,8 +37,10 @@ def test_every_result_delivered_once_on_rank0(tmp_path: Path) -> None:
     # static strided assignment: even items on rank 0, odd ones on rank 1
     assert all(rank == item % 2 for item, *_, rank in delivered)
     assert writer["progress"] == [[k, 50] for k in range(1, 51)]
-    returned = [json.loads((tmp_path / f"rank{r}.json").read_text())["returned"] for r in range(2)]
-    assert len(returned) == 2
+    per_rank = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert all(rec["shared"] == {"token": 4242, "array": [0.5, 1.5]} for rec in per_rank), "broadcast"
+    # run returns on rank 1 only after rank 0 has delivered the last round
+    assert per_rank[1]["returned"] >= writer["last_delivery"]
 
 
 def test_failure_on_rank1_is_reported_by_rank0_and_ends_both(tmp_path: Path) -> None:

@@ -1,0 +1,228 @@
+"""`effrep status`: progress read from the HDF5 files themselves (no accounting database needed).
+
+A surface (or each of its array shards) has a ``done`` mask; a training run's metrics.h5 marks each
+finished epoch; a sweep file has one group per run with its status. Files are opened read-only
+without HDF5 locking (store.h5.open_readonly), so this works while jobs are still writing them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from effrep_hpc.store.h5 import open_readonly, read_attr
+
+SHARD_RE = re.compile(r"^(?P<stem>.+)\.shard-(?P<task>\d+)-of-(?P<count>\d+)(?P<suffix>\.[^.]+)$")
+RUN_STATES = ("done", "running", "pending", "failed")
+MAX_FILES = 10000
+
+
+@dataclass
+class FileStatus:
+    """Progress of one output: a surface (with its shards), a training run or a sweep."""
+
+    path: str
+    kind: str  # "surface", "metrics", "sweep", "unknown"
+    unit: str  # "points", "epochs", "runs"
+    total: int
+    done: int
+    pending: int
+    failed: int = 0
+    running: int = 0
+    parts: list[dict[str, Any]] = field(default_factory=list)  # shards of a surface, runs of a sweep
+    note: str = ""
+
+    @property
+    def complete(self) -> bool:
+        """True when every point, epoch or run is done."""
+        return self.total > 0 and self.done == self.total
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data for --json."""
+        return {**asdict(self), "complete": self.complete}
+
+
+def shards_of(surface: Path) -> list[Path]:
+    """The array shard files next to ``surface`` (``<stem>.shard-I-of-N<suffix>``), by task index."""
+    found = []
+    if surface.parent.is_dir():
+        for p in surface.parent.glob(f"{surface.stem}.shard-*-of-*{surface.suffix}"):
+            m = SHARD_RE.match(p.name)
+            if m and m["stem"] == surface.stem and m["suffix"] == surface.suffix:
+                found.append((int(m["count"]), int(m["task"]), p))
+    return [p for _, _, p in sorted(found)]
+
+
+def _done_mask(path: Path) -> tuple[np.ndarray, dict[str, Any]]:
+    with open_readonly(path) as f:
+        if read_attr(f, "kind") != "surface":
+            raise ValueError(f"{path} is not a surface file (kind={read_attr(f, 'kind')!r})")
+        attrs = {k: read_attr(f, k) for k in ("shard_task", "shard_count")}
+        return f["done"][()].reshape(-1).astype(bool), attrs
+
+
+def surface_status(surface: Path) -> FileStatus:
+    """Points done and pending of a surface: its own done mask united with those of its shards."""
+    shards = shards_of(surface)
+    if not surface.exists() and not shards:
+        raise FileNotFoundError(f"neither {surface} nor any of its shards ({surface.stem}.shard-*-of-*{surface.suffix}) exist")
+    union: Optional[np.ndarray] = None
+    parts = []
+    merged = None
+    if surface.exists():
+        union, _ = _done_mask(surface)
+        merged = int(union.sum())
+    counts = set()
+    for shard in shards:
+        mask, attrs = _done_mask(shard)
+        union = mask.copy() if union is None else union | mask
+        counts.add(attrs.get("shard_count"))
+        parts.append({"path": str(shard), "task": attrs.get("shard_task"), "of": attrs.get("shard_count"), "done": int(mask.sum())})
+    assert union is not None
+    total, done = int(union.size), int(union.sum())
+    notes = []
+    if merged is not None and shards:
+        notes.append(f"merged file has {merged}/{total}" + ("" if merged == done else f"; run `effrep merge` again to add {done - merged} more"))
+    elif shards:
+        notes.append("not merged yet")
+    if len(counts) > 1:
+        notes.append(f"shards of different array sizes {sorted(c for c in counts if c is not None)} are mixed here")
+    return FileStatus(str(surface), "surface", "points", total, done, total - done, parts=parts, note="; ".join(notes))
+
+
+def metrics_status(path: Path) -> FileStatus:
+    """Epochs done of a training run, from the done rows of its metrics.h5."""
+    with open_readonly(path) as f:
+        done = f["done"][()].astype(bool)
+        last = None
+        if done.any() and "test_acc" in f:
+            last = float(f["test_acc"][()][np.flatnonzero(done)[-1]])
+    note = f"last test_acc {last:.2f}%" if last is not None and np.isfinite(last) else ""
+    return FileStatus(str(path), "metrics", "epochs", int(done.size), int(done.sum()), int((~done).sum()), note=note)
+
+
+def _run_status(group: Any) -> str:
+    status = read_attr(group, "status")
+    if isinstance(status, str) and status.lower() in RUN_STATES:
+        return status.lower()
+    if "done" in group and hasattr(group["done"], "shape"):
+        done = group["done"][()]
+        if np.all(done):
+            return "done"
+        return "running" if np.any(done) else "pending"
+    return "pending"
+
+
+def sweep_status(path: Path) -> FileStatus:
+    """Runs done, running, pending and failed of a sweep file (one group per run with a ``status``)."""
+    try:
+        from effrep_hpc.store import sweep as sweep_store  # the store's own reader, when it has one
+    except ImportError:
+        sweep_store = None
+    reader = getattr(sweep_store, "sweep_status", None)
+    if reader is not None:
+        counts = reader(path)
+        if isinstance(counts, dict):
+            total = int(sum(int(counts.get(s, 0)) for s in RUN_STATES))
+            return FileStatus(
+                str(path), "sweep", "runs", total, int(counts.get("done", 0)), int(counts.get("pending", 0)),
+                failed=int(counts.get("failed", 0)), running=int(counts.get("running", 0)),
+            )
+    with open_readonly(path) as f:
+        root = f["runs"] if "runs" in f else f
+        states = {}
+        for name in root:
+            obj = root[name]
+            if hasattr(obj, "keys"):  # a group
+                states[name] = _run_status(obj)
+        planned = read_attr(f, "num_runs")
+    counts = {s: sum(1 for v in states.values() if v == s) for s in RUN_STATES}
+    total = max(len(states), int(planned or 0))
+    counts["pending"] += total - len(states)
+    parts = [{"run": k, "status": v} for k, v in sorted(states.items())]
+    return FileStatus(str(path), "sweep", "runs", total, counts["done"], counts["pending"], counts["failed"], counts["running"], parts)
+
+
+def file_status(path: Path) -> FileStatus:
+    """The status of one HDF5 output, by its ``kind`` attribute."""
+    m = SHARD_RE.match(path.name)
+    if not path.exists() and m is None:
+        if shards_of(path):
+            return surface_status(path)
+        raise FileNotFoundError(f"{path} does not exist")
+    with open_readonly(path) as f:
+        kind = read_attr(f, "kind")
+        has_done = "done" in f
+    if kind == "surface":
+        return surface_status(path)
+    if kind == "metrics":
+        return metrics_status(path)
+    if kind in ("sweep", "sensitivity") or (isinstance(kind, str) and kind.endswith("sweep")):
+        return sweep_status(path)
+    if has_done:
+        with open_readonly(path) as f:
+            done = f["done"][()].reshape(-1).astype(bool)
+        return FileStatus(str(path), str(kind or "unknown"), "items", int(done.size), int(done.sum()), int((~done).sum()))
+    return FileStatus(str(path), str(kind or "unknown"), "items", 0, 0, 0, note="no progress information in this file")
+
+
+def collect(output: str | Path) -> list[FileStatus]:
+    """Status of ``output``: one file (or a surface whose shards exist), or every effrep HDF5 file under a directory."""
+    output = Path(output)
+    if output.is_dir():
+        files = sorted(p for p in output.rglob("*.h5") if not p.name.startswith("."))[:MAX_FILES]
+        surfaces: dict[Path, None] = {}
+        others = []
+        for p in files:
+            m = SHARD_RE.match(p.name)
+            if m:
+                surfaces[p.with_name(m["stem"] + m["suffix"])] = None
+            else:
+                others.append(p)
+        results = []
+        for p in others:
+            try:
+                st = file_status(p)
+            except (OSError, ValueError, KeyError) as exc:
+                results.append(FileStatus(str(p), "unreadable", "items", 0, 0, 0, note=str(exc)))
+                continue
+            if st.kind == "unknown" and st.total == 0:
+                continue  # not one of ours (directions files and the like)
+            if st.kind == "surface":
+                surfaces.pop(p, None)
+            results.append(st)
+        results += [surface_status(s) for s in surfaces]
+        if not results:
+            raise FileNotFoundError(f"no surface, metrics or sweep files under {output}")
+        return sorted(results, key=lambda s: s.path)
+    return [file_status(output)]
+
+
+def status_lines(results: list[FileStatus]) -> list[str]:
+    """Human-readable lines: one per output, then its shards or failed runs."""
+    lines = []
+    for st in results:
+        if st.total == 0:
+            lines.append(f"{st.path}: {st.kind}" + (f" ({st.note})" if st.note else ""))
+            continue
+        pct = 100.0 * st.done / st.total
+        text = f"{st.path}: {st.kind}, {st.done}/{st.total} {st.unit} done ({pct:.1f}%), {st.pending} pending"
+        if st.running:
+            text += f", {st.running} running"
+        if st.unit == "runs" or st.failed:
+            text += f", {st.failed} failed"
+        if st.complete:
+            text += " - complete"
+        if st.note:
+            text += f" [{st.note}]"
+        lines.append(text)
+        for part in st.parts:
+            if "task" in part:
+                lines.append(f"  shard {part['task']} of {part['of']}: {part['done']} {st.unit} done  ({part['path']})")
+            elif part.get("status") == "failed":
+                lines.append(f"  run {part['run']}: failed")
+    return lines

@@ -1,0 +1,377 @@
+"""`effrep submit`: a command and its config become submitit jobs; say which jobs and which files.
+
+- ``train``: one job of ``launch.nodes x launch.tasks_per_node`` processes; each gets torch.distributed's
+  env:// variables from submitit's job environment (:class:`~effrep_hpc.launch.tasks.DistributedTask`).
+- ``landscape``: an array of N tasks, task i computing its static block into its own shard, then a
+  merge job that starts only if every task succeeded (``afterok``) and assembles the surface file.
+- sweeps (``quant sweep``, ``prune sensitivity``): an array of N tasks running the same command with
+  ``<section>.task_id=i <section>.num_tasks=N``; they write through store/, which keeps the file whole.
+
+Every job runs the same config: a snapshot of the resolved config is written next to the logs, so
+editing the YAML file while jobs wait in the queue changes nothing. Without SLURM (``--local``, or
+no sbatch on PATH) the same jobs run through submitit's local executor, step after step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from effrep_hpc.config import Config, parse_axis, to_yaml
+from effrep_hpc.launch.executor import JobShape, describe_parameters, load_submit_config, local_parameters, make_executor, resolve_executor, slurm_parameters
+from effrep_hpc.launch.tasks import CommandTask, DistributedTask
+from effrep_hpc.registry import unknown_name_message
+
+Echo = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ArrayCommand:
+    """An `effrep` command that shares its work over N tasks through ``<section>.task_id`` and ``.num_tasks``."""
+
+    words: tuple[str, ...]  # e.g. ("quant", "sweep")
+    section: str  # the config section holding task_id and num_tasks
+    outputs: Callable[[Config, int], list[Path]]  # files the N tasks write
+    merge: Optional[Callable[[Config, int], tuple[list[str], list[Path]]]] = None  # argv and outputs of a final job
+    fixed: tuple[str, ...] = ()  # overrides every task gets
+
+
+def _surface(cfg: Config) -> Path:
+    return Path(cfg.landscape.surface) if cfg.landscape.surface else Path(cfg.run.out) / "surface.h5"
+
+
+def _landscape_shards(cfg: Config, n: int) -> list[Path]:
+    from effrep_hpc.store.surface import shard_path
+
+    return [shard_path(_surface(cfg), i, n) for i in range(n)]
+
+
+def _landscape_merge(cfg: Config, n: int) -> tuple[list[str], list[Path]]:
+    shards = _landscape_shards(cfg, n)
+    return ["merge", *map(str, shards), "-o", str(_surface(cfg))], [_surface(cfg)]
+
+
+def _sweep_file(cfg: Config, n: int) -> list[Path]:
+    return [Path(cfg.run.out)]
+
+
+ARRAY_COMMANDS: dict[str, ArrayCommand] = {
+    "landscape": ArrayCommand(("landscape",), "landscape", _landscape_shards, _landscape_merge, ("landscape.backend=array",)),
+    "quant sweep": ArrayCommand(("quant", "sweep"), "quant", _sweep_file),
+    "prune sensitivity": ArrayCommand(("prune", "sensitivity"), "prune", _sweep_file),
+}
+COMMANDS = ("train", *ARRAY_COMMANDS)
+
+
+def parse_command(words: list[str]) -> tuple[tuple[str, ...], list[str]]:
+    """Split ``quant sweep cfg.yaml k=v`` (or ``quant.sweep``/``quant-sweep``) into the command and the rest."""
+    if not words:
+        raise ValueError(f"name the command to submit (valid: {', '.join(COMMANDS)})")
+    first = words[0].replace("-", " ").replace(".", " ").split()
+    if len(first) == 1 and len(words) > 1 and f"{first[0]} {words[1]}" in COMMANDS:
+        return (first[0], words[1]), list(words[2:])
+    name = " ".join(first)
+    if name not in COMMANDS:
+        raise ValueError(unknown_name_message("command to submit", words[0], list(COMMANDS)))
+    return tuple(first), list(words[1:])
+
+
+@dataclass
+class Step:
+    """One submission: a single job, or an array of jobs of one shape."""
+
+    role: str  # "train", "array", "merge"
+    tasks: list[CommandTask]
+    shape: JobShape
+    outputs: list[Path]
+    after: Optional[int] = None  # index of the step whose success this one waits for
+
+
+@dataclass
+class Plan:
+    """Everything `effrep submit` will submit, before anything is."""
+
+    command: str
+    cfg: Config
+    config_yaml: str
+    snapshot: Path  # the resolved config every job runs
+    folder: Path  # submitit logs and pickles
+    steps: list[Step]
+    outputs: list[Path]  # what the user is waiting for
+    after: Optional[str] = None  # a job id the first steps wait for (--after)
+
+
+def _check_array_section(cfg: Config, spec: ArrayCommand) -> None:
+    section = getattr(cfg, spec.section)
+    names = {f.name for f in dataclasses.fields(section)}
+    missing = sorted({"task_id", "num_tasks"} - names)
+    if missing:
+        raise ValueError(
+            f"`effrep {' '.join(spec.words)}` cannot run as an array yet: its config section {spec.section}: has no "
+            f"{' or '.join(missing)}; submit it as one job with --array 1"
+        )
+
+
+def _grid_points(cfg: Config) -> int:
+    nx = parse_axis(cfg.landscape.x)[2]
+    ny = parse_axis(cfg.landscape.y)[2] if cfg.landscape.y is not None else 1
+    return nx * ny
+
+
+def plan_submission(
+    words: list[str] | tuple[str, ...],
+    config: Optional[str],
+    overrides: list[str],
+    *,
+    cluster: Optional[str] = None,
+    array: Optional[int] = None,
+    folder: Optional[str] = None,
+    after: Optional[str] = None,
+) -> Plan:
+    """Load the config (with its cluster preset) and lay out the jobs of ``effrep <words> CONFIG overrides``."""
+    words = tuple(words)
+    name = " ".join(words)
+    if name not in COMMANDS:
+        raise ValueError(unknown_name_message("command to submit", name, list(COMMANDS)))
+    cfg = load_submit_config(config, overrides, cluster)
+    launch = cfg.launch
+    cwd = Path.cwd()
+    logs = Path(folder or launch.folder or Path(cfg.run.out) / "submitit")
+    logs = logs if logs.is_absolute() else cwd / logs
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
+    snapshot = logs / "configs" / f"{name.replace(' ', '-')}-{stamp}.yaml"
+    base = [*words, str(snapshot)]
+    dependency = f"afterok:{after}" if after else None
+    steps: list[Step] = []
+    if name == "train":
+        out = Path(cfg.run.out)
+        outputs = [out / "checkpoint.pt", out / "metrics.h5"]
+        shape = JobShape(name="effrep-train", nodes=launch.nodes, tasks_per_node=launch.tasks_per_node, dependency=dependency)
+        steps.append(Step("train", [DistributedTask(base, cwd=cwd, outputs=[str(o) for o in outputs])], shape, outputs))
+        return Plan(name, cfg, to_yaml(cfg), snapshot, logs, steps, outputs, after)
+
+    spec = ARRAY_COMMANDS[name]
+    n = launch.array if array is None else array
+    if n < 1:
+        raise ValueError(f"--array must be >= 1 (got {n})")
+    job_name = "effrep-" + "-".join(words)
+    if name == "landscape":
+        points = _grid_points(cfg)
+        if n > points:
+            raise ValueError(f"--array {n} asks for more tasks than the grid has points ({points}); use --array {points} or fewer")
+        if n == 1:
+            # One task needs no shard and no merge: it writes the surface file itself.
+            outputs = [_surface(cfg)]
+            task = CommandTask([*base, "landscape.backend=serial"], cwd=cwd, outputs=[str(outputs[0])])
+            steps.append(Step("scan", [task], JobShape(name=job_name, dependency=dependency), outputs))
+            return Plan(name, cfg, to_yaml(cfg), snapshot, logs, steps, outputs, after)
+    if n == 1 and spec.merge is None:
+        outputs = spec.outputs(cfg, 1)
+        steps.append(Step("run", [CommandTask(base, cwd=cwd, outputs=[str(o) for o in outputs])], JobShape(name=job_name, dependency=dependency), outputs))
+        return Plan(name, cfg, to_yaml(cfg), snapshot, logs, steps, outputs, after)
+    _check_array_section(cfg, spec)
+    task_outputs = spec.outputs(cfg, n)
+    tasks = []
+    for i in range(n):
+        argv = [*base, *spec.fixed, f"{spec.section}.task_id={i}", f"{spec.section}.num_tasks={n}"]
+        mine = [str(task_outputs[i])] if len(task_outputs) == n else [str(o) for o in task_outputs]
+        tasks.append(CommandTask(argv, cwd=cwd, outputs=mine))
+    steps.append(Step("array", tasks, JobShape(name=job_name, dependency=dependency), task_outputs))
+    outputs = task_outputs
+    if spec.merge is not None:
+        argv, outputs = spec.merge(cfg, n)
+        merge_task = CommandTask(argv, cwd=cwd, outputs=[str(o) for o in outputs])
+        steps.append(Step("merge", [merge_task], JobShape(name="effrep-merge", time=launch.merge_time), outputs, after=0))
+    return Plan(name, cfg, to_yaml(cfg), snapshot, logs, steps, outputs, after)
+
+
+# ----------------------------------------------------------------------------------------------
+# Submitting and waiting
+
+
+@dataclass
+class SubmittedJob:
+    """One submitted job (an array counts one per task) and what it writes."""
+
+    job_id: str
+    role: str
+    command_line: str
+    outputs: list[str]
+    job: Any = field(repr=False, compare=False)
+
+
+@dataclass
+class Submission:
+    """The jobs of a plan as the scheduler numbered them."""
+
+    plan: Plan
+    executor: str  # "slurm" or "local"
+    jobs: list[SubmittedJob] = field(default_factory=list)
+
+    def step_ids(self, role: str) -> list[str]:
+        """Job ids of the step ``role`` ("train", "array", "merge", "scan", "run")."""
+        return [j.job_id for j in self.jobs if j.role == role]
+
+
+def _dependency_of(jobs: list[SubmittedJob]) -> str:
+    from effrep_hpc.launch.slurm import base_id
+
+    return "afterok:" + ":".join(sorted({base_id(j.job_id) for j in jobs}))
+
+
+def _submit_step(step: Step, plan: Plan, kind: str, shape: JobShape) -> list[SubmittedJob]:
+    executor = make_executor(plan.cfg.launch, plan.folder, shape, kind=kind)
+    if len(step.tasks) == 1:
+        jobs = [executor.submit(step.tasks[0])]
+    else:
+        jobs = executor.submit_array(step.tasks)
+    return [SubmittedJob(str(j.job_id), step.role, t.command_line, list(t.outputs), j) for j, t in zip(jobs, step.tasks)]
+
+
+def write_snapshot(plan: Plan) -> None:
+    """Write the resolved config the jobs will run (atomically: a queued job never reads half a file)."""
+    plan.snapshot.parent.mkdir(parents=True, exist_ok=True)
+    tmp = plan.snapshot.with_name(f".{plan.snapshot.name}.tmp")
+    tmp.write_text(plan.config_yaml)
+    os.replace(tmp, plan.snapshot)
+
+
+def submit_plan(plan: Plan, *, local: bool = False, echo: Optional[Echo] = None, poll_s: float = 2.0) -> Submission:
+    """Submit every step; under SLURM later steps wait via afterok, locally they run one after another."""
+    kind = resolve_executor(plan.cfg.launch, local)
+    write_snapshot(plan)
+    sub = Submission(plan, kind)
+    for index, step in enumerate(plan.steps):
+        dependency = step.shape.dependency
+        if step.after is not None:
+            earlier = [j for j in sub.jobs if j.role == plan.steps[step.after].role]
+            dependency = _dependency_of(earlier)
+        if kind == "slurm":
+            sub.jobs += _submit_step(step, plan, kind, dataclasses.replace(step.shape, dependency=dependency))
+            continue
+        # The local executor has no scheduler to hold a job back: run the steps in order, an array in
+        # waves of launch.array_parallelism (default: the CPU count) tasks.
+        wave = plan.cfg.launch.array_parallelism or os.cpu_count() or 1
+        for start in range(0, len(step.tasks), wave):
+            part = Step(step.role, step.tasks[start : start + wave], step.shape, step.outputs, step.after)
+            jobs = _submit_step(part, plan, kind, dataclasses.replace(step.shape, dependency=None))
+            sub.jobs += jobs
+            if echo is not None:
+                for j in jobs:
+                    echo(f"started local job {j.job_id} ({j.role}): {j.command_line}")
+            states = wait_for(jobs, kind="local", poll_s=poll_s)
+            failed = {k: v for k, v in states.items() if v != "COMPLETED"}
+            if failed:
+                later = ", ".join(s.role for s in plan.steps[index + 1 :])
+                raise RuntimeError(
+                    "local job(s) failed: " + "; ".join(f"{k}: {v}" for k, v in failed.items())
+                    + (f"; not running the later step(s): {later}" if later else "")
+                    + f". Logs: {plan.folder}"
+                )
+    return sub
+
+
+def _outcome(job: Any) -> Optional[str]:
+    """COMPLETED or 'FAILED: reason' from the submitit result file of task 0, None when there is none."""
+    task0 = job.task(0)
+    if not task0.paths.result_pickle.exists():
+        return None
+    from submitit.core.utils import pickle_load
+
+    outcome, payload = pickle_load(task0.paths.result_pickle)
+    if outcome == "success":
+        return "COMPLETED"
+    lines = [line for line in str(payload).strip().splitlines() if line.strip()]
+    return "FAILED: " + (lines[-1] if lines else "unknown error")
+
+
+def wait_for(
+    jobs: list[SubmittedJob],
+    *,
+    kind: str,
+    poll_s: float = 5.0,
+    timeout_s: Optional[float] = None,
+    echo: Optional[Echo] = None,
+) -> dict[str, str]:
+    """Wait until every job left the queue (or its local process ended); return job id -> final state."""
+    began = time.time()
+    last: dict[str, str] = {}
+    while True:
+        if kind == "slurm":
+            from effrep_hpc.launch.slurm import queue_states
+
+            states = queue_states([j.job_id for j in jobs])
+        else:
+            states = {j.job_id: "RUNNING" for j in jobs if not j.job.done()}
+        if echo is not None:
+            for jid, state in sorted(states.items()):
+                if last.get(jid) != state:
+                    echo(f"job {jid}: {state}")
+        last = states
+        if not states:
+            break
+        if timeout_s is not None and time.time() - began > timeout_s:
+            raise TimeoutError(f"jobs still queued after {timeout_s:.0f}s: {', '.join(sorted(states))}")
+        time.sleep(poll_s)
+    final: dict[str, str] = {}
+    for j in jobs:
+        state = _outcome(j.job)
+        if state is None and kind == "slurm":
+            from effrep_hpc.launch.slurm import job_info
+
+            info = job_info(j.job_id)
+            state = info.get("JobState", "UNKNOWN")
+            if info.get("Reason") not in (None, "None"):
+                state += f" ({info['Reason']})"
+        final[j.job_id] = state or "FAILED: the job left no result (killed?)"
+    return final
+
+
+def plan_lines(plan: Plan, kind: str) -> list[str]:
+    """What --dry-run prints: each step's jobs, commands, sbatch options and outputs."""
+    lines = [f"effrep submit {plan.command}: {len(plan.steps)} step(s), executor {kind}, logs in {plan.folder}"]
+    for index, step in enumerate(plan.steps):
+        shape = step.shape
+        if step.after is not None:
+            shape = dataclasses.replace(shape, dependency=f"afterok:<job ids of step {step.after + 1}>")
+        params = slurm_parameters(plan.cfg.launch, shape) if kind == "slurm" else local_parameters(plan.cfg.launch, shape)
+        what = f"array of {len(step.tasks)} tasks" if len(step.tasks) > 1 else "one job"
+        lines.append(f"step {index + 1} ({step.role}, {what}):")
+        lines += [f"  {opt}" for opt in describe_parameters(params)]
+        for task in step.tasks:
+            lines.append(f"  run: {task.command_line}")
+        for out in step.outputs:
+            lines.append(f"  writes: {out}")
+    return lines
+
+
+def submission_lines(sub: Submission) -> list[str]:
+    """What `effrep submit` prints: job ids with their commands, then the files the jobs will write."""
+    lines = []
+    for step in sub.plan.steps:
+        jobs = [j for j in sub.jobs if j.role == step.role]
+        if not jobs:
+            continue
+        if len(jobs) > 1:
+            from effrep_hpc.launch.slurm import base_id
+
+            label = f"array {base_id(jobs[0].job_id)}" if sub.executor == "slurm" else "local jobs"
+            lines.append(f"{step.role}: {label} of {len(jobs)} task(s): " + " ".join(j.job_id for j in jobs))
+        else:
+            lines.append(f"{step.role}: job {jobs[0].job_id}")
+        if step.after is not None and sub.executor == "slurm":
+            lines[-1] += f" (starts when all of step '{sub.plan.steps[step.after].role}' succeeded)"
+        for j in jobs:
+            lines.append(f"  job {j.job_id}: {j.command_line}")
+            for out in j.outputs:
+                lines.append(f"    writes {out}")
+    for out in sub.plan.outputs:
+        lines.append(f"output: {out}")
+    lines.append(f"config: {sub.plan.snapshot}")
+    lines.append(f"logs: {sub.plan.folder}")
+    return lines

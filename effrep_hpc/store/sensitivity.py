@@ -1,0 +1,269 @@
+"""Sensitivity files: accuracy of a model with one layer pruned, for every (layer, ratio, criterion) cell.
+
+Schema (``kind="sensitivity"``, ``schema_version=1``):
+
+- value datasets ``acc`` (percent) and ``loss`` of shape ``(layers, ratios, criteria)``, NaN until
+  computed, plus a ``done`` mask of the same shape; attribute ``axes = "layer,ratio,criterion"``;
+- axes: ``layers`` (prune group names), ``layer_ids`` (the paper's layer id of each group, 0 if none),
+  ``ratios`` (fraction of filters removed), ``criteria`` (``l1``, ``random``, ``largest``, ...);
+- per layer: ``widths`` (filters before pruning), ``kept`` ``(layers, ratios)`` (filters left) and
+  ``flops_fraction`` ``(layers, ratios)`` (model FLOPs left when only that layer is pruned, over the
+  original), ``filter_l1`` ``(layers, max width)`` (each layer's filter L1 norms sorted descending and
+  divided by the largest, NaN-padded: the paper's Figure 2(a));
+- root attributes: the provenance of ``store.h5`` (config, version, time), ``model_hash``,
+  ``arch_name``, ``arch`` (JSON), ``baseline_acc`` / ``baseline_loss`` (the unpruned model on the same
+  data) and ``eval`` (JSON of what decides a value: split, sample count, retraining, seed).
+
+Cells are addressed by the flat index ``k = (layer * R + ratio) * C + criterion``. As in surface files,
+datasets are preallocated, values are written before their ``done`` flags, each step is flushed, and a
+new file appears under its final name only when complete; a killed writer loses nothing already done.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import h5py
+import numpy as np
+
+from effrep_hpc.store.h5 import WriterLock, atomic_create, open_readonly, preallocate, provenance, read_attr, set_attrs
+
+SCHEMA_VERSION = 1
+KIND = "sensitivity"
+METRICS = ("acc", "loss")
+AXES = "layer,ratio,criterion"
+
+
+@dataclass
+class SensitivitySpec:
+    """Everything that defines a sensitivity scan: its axes, per-layer facts, and what decides a value."""
+
+    layers: list[str]
+    ratios: np.ndarray
+    criteria: list[str]
+    layer_ids: list[int]
+    widths: list[int]
+    kept: np.ndarray  # (layers, ratios) int
+    flops_fraction: np.ndarray  # (layers, ratios)
+    filter_l1: np.ndarray  # (layers, max width), NaN-padded
+    model_hash: str = ""
+    arch_name: str = ""
+    arch: dict[str, Any] = field(default_factory=dict)
+    eval: dict[str, Any] = field(default_factory=dict)
+    baseline_acc: float = float("nan")
+    baseline_loss: float = float("nan")
+    config_yaml: str = ""
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(layers, ratios, criteria), the layout of every value dataset."""
+        return (len(self.layers), len(self.ratios), len(self.criteria))
+
+    @property
+    def num_cells(self) -> int:
+        """Number of (layer, ratio, criterion) cells."""
+        return int(np.prod(self.shape))
+
+    def cell(self, flat: int) -> tuple[int, int, int]:
+        """``(layer, ratio, criterion)`` indices of flat cell index ``flat``."""
+        return tuple(int(i) for i in np.unravel_index(int(flat), self.shape))  # type: ignore[return-value]
+
+
+def sensitivity_shard_path(path: str | Path, task: int, num_tasks: int) -> Path:
+    """The shard file of array task ``task`` of ``num_tasks`` for a sensitivity file path."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.shard-{task}-of-{num_tasks}{path.suffix}")
+
+
+def _strings(values: list[str]) -> np.ndarray:
+    return np.array(values, dtype=h5py.string_dtype())
+
+
+def _decode(values: np.ndarray) -> list[str]:
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
+
+
+def _differences(f: h5py.File, spec: SensitivitySpec) -> list[str]:
+    if read_attr(f, "kind") != KIND:
+        return [f"it is not a sensitivity file (kind={read_attr(f, 'kind')!r})"]
+    diffs = []
+    if _decode(f["layers"][()]) != list(spec.layers):
+        diffs.append(f"layers: file has {_decode(f['layers'][()])}, requested {list(spec.layers)}")
+    old_r = f["ratios"][()]
+    if old_r.shape != np.shape(spec.ratios) or not np.allclose(old_r, spec.ratios, rtol=0, atol=1e-12):
+        diffs.append(f"ratios: file has {old_r.tolist()}, requested {np.asarray(spec.ratios).tolist()}")
+    if _decode(f["criteria"][()]) != list(spec.criteria):
+        diffs.append(f"criteria: file has {_decode(f['criteria'][()])}, requested {list(spec.criteria)}")
+    if read_attr(f, "model_hash") != spec.model_hash:
+        diffs.append("model: the checkpoint's weights differ from the ones the file was computed for")
+    old_eval = json.loads(str(read_attr(f, "eval", "{}")))
+    if old_eval != json.loads(json.dumps(spec.eval)):
+        changed = sorted(k for k in set(old_eval) | set(spec.eval) if old_eval.get(k) != spec.eval.get(k))
+        diffs.append("evaluation settings: " + ", ".join(f"{k} {old_eval.get(k)!r} -> {spec.eval.get(k)!r}" for k in changed))
+    return diffs
+
+
+def _create(path: Path, spec: SensitivitySpec, extra_attrs: dict[str, Any]) -> None:
+    shape = spec.shape
+    if np.shape(spec.kept) != shape[:2] or np.shape(spec.flops_fraction) != shape[:2]:
+        raise ValueError(f"kept and flops_fraction must have shape {shape[:2]} (layers, ratios)")
+    if len(spec.layer_ids) != shape[0] or len(spec.widths) != shape[0] or np.shape(spec.filter_l1)[0] != shape[0]:
+        raise ValueError("layer_ids, widths and filter_l1 need one entry per layer")
+    with atomic_create(path) as f:
+        attrs = provenance(
+            spec.config_yaml,
+            kind=KIND,
+            schema_version=SCHEMA_VERSION,
+            axes=AXES,
+            metrics=",".join(METRICS),
+            model_hash=spec.model_hash,
+            arch_name=spec.arch_name,
+            arch=json.dumps(spec.arch),
+            eval=json.dumps(spec.eval),
+            baseline_acc=float(spec.baseline_acc),
+            baseline_loss=float(spec.baseline_loss),
+        )
+        attrs.update(extra_attrs)
+        set_attrs(f, attrs)
+        f.create_dataset("layers", data=_strings(list(spec.layers)))
+        f.create_dataset("layer_ids", data=np.asarray(spec.layer_ids, dtype=np.int64))
+        f.create_dataset("ratios", data=np.asarray(spec.ratios, dtype=np.float64))
+        f.create_dataset("criteria", data=_strings(list(spec.criteria)))
+        f.create_dataset("widths", data=np.asarray(spec.widths, dtype=np.int64))
+        f.create_dataset("kept", data=np.asarray(spec.kept, dtype=np.int64))
+        f.create_dataset("flops_fraction", data=np.asarray(spec.flops_fraction, dtype=np.float64))
+        f.create_dataset("filter_l1", data=np.asarray(spec.filter_l1, dtype=np.float64))
+        axes = _strings(["layer", "ratio", "criterion"])
+        for name in METRICS:
+            preallocate(f, name, shape, np.float64, np.nan).attrs["axes"] = axes
+        preallocate(f, "done", shape, bool, False).attrs["axes"] = axes
+
+
+class SensitivityWriter:
+    """The single writer of a sensitivity file (or an array task's shard): holds the lock and the file."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        spec: SensitivitySpec,
+        *,
+        overwrite: bool = False,
+        extra_attrs: Optional[dict[str, Any]] = None,
+    ) -> None:
+        self.path = Path(path)
+        self.spec = spec
+        self.lock = WriterLock(self.path)
+        self.lock.acquire()
+        try:
+            self.resumed = False
+            if self.path.exists() and not overwrite:
+                with open_readonly(self.path) as f:
+                    diffs = _differences(f, spec)
+                if diffs:
+                    raise ValueError(
+                        f"{self.path} holds a different sensitivity scan, so it cannot be resumed: " + "; ".join(diffs)
+                        + ". Use --overwrite to start over (its values will be lost) or set prune.sensitivity to another file."
+                    )
+                self.resumed = True
+            else:
+                _create(self.path, spec, extra_attrs or {})
+            self.file: Optional[h5py.File] = h5py.File(self.path, "r+")
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def done_mask(self) -> np.ndarray:
+        """The done mask, flattened in C order (flat cell index)."""
+        assert self.file is not None
+        return self.file["done"][()].reshape(-1)
+
+    def pending(self) -> np.ndarray:
+        """Flat indices of the cells not yet done, ascending."""
+        return np.flatnonzero(~self.done_mask())
+
+    def write(self, flat: int, acc: float, loss: float) -> None:
+        """Record one cell's accuracy (percent) and loss, then mark it done (flushing after each step)."""
+        if self.file is None:
+            raise ValueError(f"{self.path} is closed")
+        if not 0 <= int(flat) < self.spec.num_cells:
+            raise IndexError(f"cell {flat} outside the {self.spec.num_cells} cells of {self.path}")
+        idx = self.spec.cell(int(flat))
+        self.file["acc"][idx] = float(acc)
+        self.file["loss"][idx] = float(loss)
+        self.file.flush()
+        self.file["done"][idx] = True
+        self.file.flush()
+
+    def close(self) -> None:
+        """Close the file and release the lock."""
+        if getattr(self, "file", None) is not None:
+            self.file.close()  # type: ignore[union-attr]
+            self.file = None
+        self.lock.release()
+
+    def __enter__(self) -> "SensitivityWriter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_sensitivity(path: str | Path) -> dict[str, Any]:
+    """Read a whole sensitivity file: datasets by name (strings decoded) plus ``attrs``."""
+    with open_readonly(path) as f:
+        if read_attr(f, "kind") != KIND:
+            raise ValueError(f"{path} is not a sensitivity file (kind={read_attr(f, 'kind')!r})")
+        out: dict[str, Any] = {name: f[name][()] for name in f if isinstance(f[name], h5py.Dataset)}
+        out["attrs"] = {k: read_attr(f, k) for k in f.attrs}
+    for key in ("layers", "criteria"):
+        out[key] = _decode(out[key])
+    return out
+
+
+def spec_from_file(f: h5py.File) -> SensitivitySpec:
+    """The spec of an open sensitivity file (to merge shards into a file of the same scan)."""
+    return SensitivitySpec(
+        layers=_decode(f["layers"][()]),
+        ratios=f["ratios"][()],
+        criteria=_decode(f["criteria"][()]),
+        layer_ids=f["layer_ids"][()].tolist(),
+        widths=f["widths"][()].tolist(),
+        kept=f["kept"][()],
+        flops_fraction=f["flops_fraction"][()],
+        filter_l1=f["filter_l1"][()],
+        model_hash=str(read_attr(f, "model_hash", "")),
+        arch_name=str(read_attr(f, "arch_name", "")),
+        arch=json.loads(str(read_attr(f, "arch", "{}"))),
+        eval=json.loads(str(read_attr(f, "eval", "{}"))),
+        baseline_acc=float(read_attr(f, "baseline_acc", float("nan"))),
+        baseline_loss=float(read_attr(f, "baseline_loss", float("nan"))),
+        config_yaml=str(read_attr(f, "config", "")),
+    )
+
+
+def merge_sensitivity_shards(shards: list[Path], output: Path, *, overwrite: bool = False) -> tuple[Path, int, int]:
+    """Copy the done cells of every array-task shard into ``output``; return (path, done, total)."""
+    if not shards:
+        raise ValueError("no shard files given")
+    missing = [str(s) for s in shards if not Path(s).is_file()]
+    if missing:
+        raise FileNotFoundError(f"shard file(s) not found: {', '.join(missing)}")
+    with open_readonly(shards[0]) as f:
+        if read_attr(f, "kind") != KIND:
+            raise ValueError(f"{shards[0]} is not a sensitivity shard (kind={read_attr(f, 'kind')!r})")
+        spec = spec_from_file(f)
+    with SensitivityWriter(output, spec, overwrite=overwrite) as out:
+        for shard in shards:
+            with open_readonly(shard) as f:
+                diffs = _differences(f, spec)
+                if diffs:
+                    raise ValueError(f"{shard} does not belong with {shards[0]}: " + "; ".join(diffs))
+                done = f["done"][()].reshape(-1)
+                acc, loss = f["acc"][()].reshape(-1), f["loss"][()].reshape(-1)
+            for flat in np.flatnonzero(done):
+                out.write(int(flat), acc[flat], loss[flat])
+        total_done = int(out.done_mask().sum())
+    return output, total_done, spec.num_cells
