@@ -200,26 +200,25 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from effrep_hpc.dist.mpi import abort_on_error
 
-    try:
-        # A bug (any other exception) on one MPI rank ends the whole job, even without -m mpi4py.
-        with abort_on_error():
-            code = args.func(args)
-    except (ConfigError, UserError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        _abort_other_ranks(2)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        _abort_other_ranks(130)
-        return 130
-    except (ValueError, KeyError, FileNotFoundError, FileExistsError, FileBusyError) as exc:
-        # Problems with the user's inputs or files; anything else is a bug and keeps its traceback.
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"error: {message}", file=sys.stderr)
-        code = 1 if isinstance(exc, FileBusyError) else 2
-        _abort_other_ranks(code)
-        return code
-    return code
+    # A bug (any exception not handled below) on one MPI rank ends the whole job, even without -m mpi4py.
+    with abort_on_error():
+        try:
+            return int(args.func(args) or 0)
+        except (ConfigError, UserError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            _abort_other_ranks(2)
+            return 2
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            _abort_other_ranks(130)
+            return 130
+        except (ValueError, KeyError, FileNotFoundError, FileExistsError, FileBusyError) as exc:
+            # Problems with the user's inputs or files; anything else is a bug and keeps its traceback.
+            message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+            print(f"error: {message}", file=sys.stderr)
+            code = 1 if isinstance(exc, FileBusyError) else 2
+            _abort_other_ranks(code)
+            return code
 
 
 if __name__ == "__main__":

@@ -186,6 +186,8 @@ class LandscapeConfig:
     num_tasks: Optional[int] = None  # array backend: number of tasks (default: from SLURM)
 
     def _check(self) -> list[str]:
+        from effrep_hpc.landscape.grid import parse_axis
+
         problems = []
         if self.target and self.plane:
             problems.append("landscape.target and landscape.plane: choose one")
@@ -298,14 +300,100 @@ class PruneConfig:
 
 # --- BEGIN QuantConfig (owned by the quantization work; edit only inside this block) ---
 @dataclass
+class QuantSweepConfig:
+    """The grid of `effrep quant sweep`: every combination is one run (FP algorithms run once, at 32 bits).
+
+    An empty list keeps the single value of the base config (quant.algorithm, quant.bits, train.lr,
+    train.batch_size, train.seed).
+    """
+
+    algorithms: list[str] = field(default_factory=list)
+    bits: list[int] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
+    batch_size: list[int] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=list)
+
+    def _check(self) -> list[str]:
+        from effrep_hpc.quant.algorithms import ALGORITHMS
+        from effrep_hpc.quant.quantizers import MAX_BITS
+
+        problems = []
+        for i, name in enumerate(self.algorithms):
+            if name not in ALGORITHMS:
+                problems.append(f"quant.sweep.algorithms[{i}]: {_quant_unknown(name)}")
+        checks = (
+            ("bits", lambda v: 1 <= v <= MAX_BITS, f"an integer in 1..{MAX_BITS}"),
+            ("lr", lambda v: v > 0, "> 0"),
+            ("batch_size", lambda v: v >= 1, ">= 1"),
+            ("seeds", lambda v: v >= 0, ">= 0"),
+        )
+        for key, ok, what in checks:
+            values = getattr(self, key)
+            bad = [v for v in values if not ok(v)]
+            if bad:
+                problems.append(f"quant.sweep.{key}: every entry must be {what} (got {bad})")
+        for key in ("algorithms", "bits", "lr", "batch_size", "seeds"):
+            values = getattr(self, key)
+            if len(set(values)) != len(values):
+                problems.append(f"quant.sweep.{key}: has repeated entries {values}; list each value once")
+        return problems
+
+
+def _quant_unknown(name: str) -> str:
+    from effrep_hpc.quant.algorithms import ALGORITHMS
+
+    close = close_names(str(name), list(ALGORITHMS))
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"unknown algorithm {name!r}{hint} (valid: {', '.join(ALGORITHMS)})"
+
+
+@dataclass
 class QuantConfig:
-    """Quantized training: algorithm, bits, which layers, and sweeps over them."""
+    """Quantized training (Li et al. 2017): algorithm, grid, which layers, and sweeps over them.
+
+    Algorithms: fp, bc, sr, r (SGD step with train.momentum) and fp-adam, bc-adam, sr-adam, r-adam (Adam step);
+    the algorithm decides SGD vs Adam, train.optimizer is not used. bits: 1 (binary: sign x per-layer scale)
+    to 16; FP runs ignore it. delta_rule: how each layer's grid resolution is picked from its initial weights,
+    ``gauss`` (MSE-optimal for Gaussian weights), ``max`` (outermost level at max|w|) or ``fixed`` (quant.delta).
+    """
 
     algorithm: str = "bc"
     bits: int = 1
+    delta_rule: Literal["gauss", "max", "fixed"] = "gauss"
+    delta: Optional[float] = None  # the grid resolution for delta_rule=fixed
+    quantize_first_last: bool = True  # false keeps the first and last conv/linear layer in float
+    clip: bool = True  # BC: keep the float copy inside the grid's range
+    sweep: QuantSweepConfig = field(default_factory=QuantSweepConfig)
+    sweep_file: Optional[str] = None  # default: <run.out>/sweep.h5
+    backend: Literal["auto", "serial", "mpi", "array"] = "auto"
+    task_id: Optional[int] = None  # array backend: this task's index (default: from SLURM)
+    num_tasks: Optional[int] = None  # array backend: number of tasks (default: from SLURM)
+    lock_timeout: float = 600.0  # seconds a writer waits for the sweep file's lock before giving up
 
     def _check(self) -> list[str]:
-        return []
+        from effrep_hpc.quant.algorithms import ALGORITHMS
+        from effrep_hpc.quant.quantizers import MAX_BITS
+
+        problems = []
+        spec = ALGORITHMS.get(self.algorithm)
+        if spec is None:
+            problems.append(f"quant.algorithm: {_quant_unknown(self.algorithm)}")
+        fp = spec is not None and spec.rule == "fp"
+        if not (1 <= self.bits <= MAX_BITS or (fp and self.bits == 32)):
+            problems.append(f"quant.bits: must be in 1..{MAX_BITS} (1 = binary weights; got {self.bits})")
+        if self.delta_rule == "fixed" and (self.delta is None or not self.delta > 0):
+            problems.append("quant.delta: delta_rule=fixed needs a positive quant.delta (the grid resolution)")
+        if self.delta is not None and self.delta_rule != "fixed":
+            problems.append(f"quant.delta: only used with quant.delta_rule=fixed (delta_rule is {self.delta_rule!r})")
+        if not self.lock_timeout > 0:
+            problems.append(f"quant.lock_timeout: must be > 0 seconds (got {self.lock_timeout})")
+        if self.backend != "array" and (self.task_id is not None or self.num_tasks is not None):
+            problems.append("quant.task_id/num_tasks: only used with quant.backend=array")
+        if self.num_tasks is not None and self.num_tasks < 1:
+            problems.append(f"quant.num_tasks: must be >= 1 (got {self.num_tasks})")
+        if self.task_id is not None and self.num_tasks is not None and not 0 <= self.task_id < self.num_tasks:
+            problems.append(f"quant.task_id: must be in 0..{self.num_tasks - 1} (got {self.task_id})")
+        return problems
 
 
 # --- END QuantConfig ---
@@ -369,24 +457,6 @@ class LaunchConfig:
 
 
 # --- END LaunchConfig ---
-
-
-def parse_axis(spec: str) -> tuple[float, float, int]:
-    """Parse ``lo:hi:num`` into (lo, hi, num), checking lo <= hi and num >= 1."""
-    parts = str(spec).split(":")
-    if len(parts) != 3:
-        raise ValueError(f"expected lo:hi:num such as -1:1:51 (got {spec!r})")
-    try:
-        lo, hi, num = float(parts[0]), float(parts[1]), int(parts[2])
-    except ValueError:
-        raise ValueError(f"expected numbers in lo:hi:num such as -1:1:51 (got {spec!r})") from None
-    if num < 1:
-        raise ValueError(f"the grid is empty: num must be >= 1 (got {spec!r})")
-    if lo > hi:
-        raise ValueError(f"lo must be <= hi (got {spec!r})")
-    if num == 1 and lo != hi:
-        raise ValueError(f"one point needs lo == hi (got {spec!r})")
-    return lo, hi, num
 
 
 @dataclass

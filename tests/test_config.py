@@ -52,7 +52,7 @@ def test_wrong_type_and_impossible_values() -> None:
     with pytest.raises(ConfigError) as info:
         load_config(None, ["train.lr=-1", "landscape.x=1:-1:5"])
     msg = str(info.value)
-    assert "train.lr: must be > 0" in msg and "landscape.x" in msg and "lo must be <= hi" in msg
+    assert "train.lr: must be > 0" in msg and "landscape.x" in msg and "lo <= hi" in msg
 
 
 def test_unknown_model_lists_close_names() -> None:

@@ -203,18 +203,26 @@ def make_executor(launch: LaunchConfig, folder: str | Path, shape: JobShape, *, 
     raise ValueError(f"unknown executor kind {kind!r} (valid: slurm, local)")
 
 
-def describe_parameters(params: dict[str, Any]) -> list[str]:
-    """The #SBATCH-style lines a parameter dict stands for, for --dry-run output."""
-    lines = []
+def describe_parameters(params: dict[str, Any], array: int = 0) -> list[str]:
+    """The #SBATCH options a SlurmExecutor parameter dict stands for (what --dry-run prints)."""
     flat = dict(params)
     extra = flat.pop("additional_parameters", {}) or {}
     setup = flat.pop("setup", None)
     srun = flat.pop("srun_args", None)
+    flat.pop("stderr_to_stdout", None)
+    parallel = flat.pop("array_parallelism", None)
+    if "signal_delay_s" in flat:
+        flat["signal"] = f"USR2@{flat.pop('signal_delay_s')}"
+    if "timeout_min" in flat:  # local executor
+        flat["time"] = flat.pop("timeout_min")
+    if array > 1:
+        flat["array"] = f"0-{array - 1}" + (f"%{min(array, parallel)}" if parallel else "")
+    lines = []
     for key, value in sorted({**flat, **extra}.items()):
         flag = key.replace("_", "-")
-        lines.append(f"--{flag}" if value is True else f"--{flag}={shlex.quote(str(value))}")
+        lines.append(f"#SBATCH --{flag}" if value is True else f"#SBATCH --{flag}={shlex.quote(str(value))}")
     if setup:
-        lines += [f"setup: {line}" for line in setup]
+        lines += [f"# setup: {line}" for line in setup]
     if srun:
-        lines.append("srun " + " ".join(shlex.quote(a) for a in srun))
+        lines.append("# srun " + " ".join(shlex.quote(a) for a in srun))
     return lines

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from effrep_hpc.config import Config, parse_axis, to_yaml
+from effrep_hpc.config import Config, to_yaml
 from effrep_hpc.launch.executor import JobShape, describe_parameters, load_submit_config, local_parameters, make_executor, resolve_executor, slurm_parameters
 from effrep_hpc.launch.tasks import CommandTask, DistributedTask
 from effrep_hpc.registry import unknown_name_message
@@ -118,9 +118,10 @@ def _check_array_section(cfg: Config, spec: ArrayCommand) -> None:
 
 
 def _grid_points(cfg: Config) -> int:
-    nx = parse_axis(cfg.landscape.x)[2]
-    ny = parse_axis(cfg.landscape.y)[2] if cfg.landscape.y is not None else 1
-    return nx * ny
+    from effrep_hpc.landscape.grid import parse_axis
+
+    ny = len(parse_axis(cfg.landscape.y)) if cfg.landscape.y is not None else 1
+    return len(parse_axis(cfg.landscape.x)) * ny
 
 
 def plan_submission(
@@ -334,7 +335,10 @@ def wait_for(
 
 def plan_lines(plan: Plan, kind: str) -> list[str]:
     """What --dry-run prints: each step's jobs, commands, sbatch options and outputs."""
-    lines = [f"effrep submit {plan.command}: {len(plan.steps)} step(s), executor {kind}, logs in {plan.folder}"]
+    lines = [
+        f"effrep submit {plan.command}: {len(plan.steps)} step(s), executor {kind}, logs in {plan.folder}",
+        f"config snapshot (written at submission): {plan.snapshot}",
+    ]
     for index, step in enumerate(plan.steps):
         shape = step.shape
         if step.after is not None:
@@ -342,7 +346,7 @@ def plan_lines(plan: Plan, kind: str) -> list[str]:
         params = slurm_parameters(plan.cfg.launch, shape) if kind == "slurm" else local_parameters(plan.cfg.launch, shape)
         what = f"array of {len(step.tasks)} tasks" if len(step.tasks) > 1 else "one job"
         lines.append(f"step {index + 1} ({step.role}, {what}):")
-        lines += [f"  {opt}" for opt in describe_parameters(params)]
+        lines += [f"  {opt}" for opt in describe_parameters(params, len(step.tasks))]
         for task in step.tasks:
             lines.append(f"  run: {task.command_line}")
         for out in step.outputs:

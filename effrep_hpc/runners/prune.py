@@ -456,6 +456,7 @@ def run_prune(cfg: Config, *, retrain: bool, overwrite: bool = False) -> PruneOu
     images = activation_images(cfg, dataset) if is_activation_criterion(P.criterion) else None
     plan = _plan(cfg)
     steps = P.iterations if retrain else 1
+    E = P.retrain_epochs
 
     state = None
     if retrain and ckpt_path.exists() and not overwrite:
@@ -466,70 +467,68 @@ def run_prune(cfg: Config, *, retrain: bool, overwrite: bool = False) -> PruneOu
                 f"config, choose another prune.out, or pass --overwrite to start over"
             )
     elif overwrite:
-        for p in (pruned_path, ckpt_path, metrics_path, retrained_path, summary_path):
+        stale = (pruned_path, ckpt_path, metrics_path, retrained_path, summary_path) if retrain else (pruned_path, summary_path)
+        for p in stale:
             p.unlink(missing_ok=True)
 
-    rows: dict[str, dict[str, Any]] = {"original": _row(source, dataset, cfg)}
+    rows: dict[str, dict[str, Any]] = {"original": _row(source, dataset, cfg, speedup=1.0)}
     generator = torch.Generator().manual_seed(cfg.train.seed)
-    if state is None:
-        model, step, start_epoch = source, 0, 0
-        history: list[dict[str, Any]] = []
-    else:
+    model: nn.Module = source
+    step, epoch = 0, 0
+    history: list[dict[str, Any]] = []
+    resume_opt = resume_sched = None
+    if state is not None:
         model = create_model(state["arch_name"], **state["arch"]).to(device)
         model.load_state_dict(state["model"])
-        step, start_epoch = int(state["step"]), int(state["epoch"])
+        step, epoch = int(state["step"]), int(state["epoch"])
         generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         history = list(state.get("history", []))
-
+        if epoch < E:
+            resume_opt, resume_sched = state["optimizer"], state["scheduler"]
     metrics = (
-        MetricsFile(metrics_path, config_yaml=to_yaml(cfg), fields=RETRAIN_FIELDS, epochs=steps * P.retrain_epochs, resume=state is not None)
+        MetricsFile(metrics_path, config_yaml=to_yaml(cfg), fields=RETRAIN_FIELDS, epochs=steps * E, resume=state is not None)
         if retrain else None
     )
-    bar = progress(steps * P.retrain_epochs if retrain else 0, "retrain", enabled=retrain and cfg.run.progress, unit="epoch",
-                   initial=(step - (1 if start_epoch < P.retrain_epochs and step > 0 else 0)) * P.retrain_epochs + start_epoch if state else 0)
+    done_epochs = (step - 1) * E + epoch if state is not None else 0
+    bar = progress(steps * E, "prune+retrain", enabled=retrain and cfg.run.progress, unit="epoch", initial=done_epochs)
+
+    def on_epoch(e: int, final: dict[str, float], optimizer: Any, scheduler: Any) -> None:
+        row = (step - 1) * E + e
+        kept = {g.name: g.width for g in prune_groups(model)}
+        frac = sum(kept[g] for g in ratios) / max(1, sum(widths0[g] for g in ratios))
+        metrics.write_epoch(row, {"epoch": row + 1, "step": step, "width_fraction": frac, **final})  # type: ignore[union-attr]
+        save_checkpoint(ckpt_path, {
+            "kind": "prune-retrain", "arch_name": model.arch_name, "arch": model.arch,
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "generator": generator.get_state(), "torch_rng": torch.get_rng_state(), "step": step,
+            "epoch": e + 1, "plan": plan, "history": history, "config": to_yaml(cfg), "final": final,
+        })
+        bar.set_postfix(step=f"{step}/{steps}", test_acc=f"{final['test_acc']:.1f}", refresh=False)
+        bar.update(1)
+
     try:
-        while step < steps or (retrain and start_epoch < P.retrain_epochs and step > 0):
-            if step == 0 or start_epoch >= P.retrain_epochs:
-                # Prune the next step: from the current weights, down to this step's width.
+        while True:
+            if state is None or epoch >= E:
+                if step == steps:
+                    break
+                # The next step prunes the current weights down to this step's widths.
                 step += 1
                 counts = _step_counts(widths0, ratios, step, steps)
                 keep = select_filters(model, counts, criterion=P.criterion, strategy=P.strategy, images=images, seed=P.seed)
                 model = prune_model(model, keep)
-                history.append({"step": step, "widths": {g: int(c) for g, c in counts.items()}})
                 acc_now, _ = accuracy(model, dataset.x_test, dataset.y_test, loss=cfg.train.loss)
-                history[-1]["test_acc_after_pruning"] = acc_now
+                history.append({"step": step, "widths": {g: int(c) for g, c in counts.items()}, "test_acc_after_pruning": acc_now})
                 if step == steps:
                     save_checkpoint(pruned_path, _pruned_payload(model, cfg, keep, checkpoint, "pruned", ratios=ratios,
                                                                  step=step, history=history))
-                start_epoch = 0
+                epoch = 0
                 if not retrain:
                     break
-            epochs_done: list[int] = []
-
-            def on_epoch(epoch: int, final: dict[str, float], optimizer: Any, scheduler: Any) -> None:
-                row = (step - 1) * P.retrain_epochs + epoch
-                widths_now = {g.name: g.width for g in prune_groups(model)}
-                frac = sum(widths_now[g] for g in ratios) / max(1, sum(widths0[g] for g in ratios))
-                metrics.write_epoch(row, {"epoch": row + 1, "step": step, "width_fraction": frac, **final})  # type: ignore[union-attr]
-                save_checkpoint(ckpt_path, {
-                    "kind": "prune-retrain", "arch_name": model.arch_name, "arch": model.arch,
-                    "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "generator": generator.get_state(), "torch_rng": torch.get_rng_state(), "step": step,
-                    "epoch": epoch + 1, "plan": plan, "history": history, "config": to_yaml(cfg), "final": final,
-                })
-                epochs_done.append(epoch)
-                bar.set_postfix(step=f"{step}/{steps}", test_acc=f"{final['test_acc']:.1f}", refresh=False)
-                bar.update(1)
-
-            resume_opt = state.get("optimizer") if state is not None and start_epoch > 0 else None
-            resume_sched = state.get("scheduler") if state is not None and start_epoch > 0 else None
-            _retrain_epochs(model, cfg, dataset, epochs=P.retrain_epochs, generator=generator, on_epoch=on_epoch,
-                            start_epoch=start_epoch, optimizer_state=resume_opt, scheduler_state=resume_sched)
-            state = None
-            start_epoch = P.retrain_epochs
-            if step >= steps:
-                break
+            _retrain_epochs(model, cfg, dataset, epochs=E, generator=generator, on_epoch=on_epoch, start_epoch=epoch,
+                            optimizer_state=resume_opt, scheduler_state=resume_sched)
+            resume_opt = resume_sched = None
+            epoch, state = E, None
     finally:
         bar.close()
         if metrics is not None:
@@ -541,13 +540,11 @@ def run_prune(cfg: Config, *, retrain: bool, overwrite: bool = False) -> PruneOu
     x_speed = _speed_input(dataset, P.speed_batch_size)
     speed = measured_speedup(source, pruned, x_speed, repeats=P.speed_repeats)
     costs = compare_costs(source, pruned, dataset.input_shape)
-    rows["original"]["speedup"] = 1.0
-    rows["pruned"] = _row(pruned, dataset, cfg, speedup=speed, flops_reduction_pct=costs["flops_reduction_pct"],
-                          params_reduction_pct=costs["params_reduction_pct"])
+    extra = {"speedup": speed, "flops_reduction_pct": costs["flops_reduction_pct"], "params_reduction_pct": costs["params_reduction_pct"]}
+    rows["pruned"] = _row(pruned, dataset, cfg, **extra)
     if retrain:
         save_checkpoint(retrained_path, _pruned_payload(model, cfg, {}, checkpoint, "retrained", history=history))
-        rows["retrained"] = _row(model, dataset, cfg, speedup=speed, flops_reduction_pct=costs["flops_reduction_pct"],
-                                 params_reduction_pct=costs["params_reduction_pct"], epochs=steps * P.retrain_epochs)
+        rows["retrained"] = _row(model, dataset, cfg, epochs=steps * E, iterations=steps, **extra)
     rows["_meta"] = {"batch_size": int(x_speed.shape[0]), "threads": torch.get_num_threads(), "device": str(device),
                      "widths_after": {k: v for k, v in pruned.arch.items() if k != "num_classes"}}  # type: ignore[union-attr]
     _write_summary(summary_path, rows)

@@ -1,0 +1,156 @@
+"""`effrep submit` (SLURM arrays and jobs through submitit) and `effrep status` (progress from HDF5 files)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+SUBMIT_EPILOG = """\
+COMMAND is train, landscape, "quant sweep" or "prune sensitivity"; CONFIG and key=value overrides as
+for the command itself. Cluster settings come from --cluster PRESET (configs/clusters/PRESET.yaml),
+then the config's launch: section, then launch.key=value overrides. Examples:
+  effrep submit landscape configs/demo/digits.yaml --cluster local --array 3 --wait
+  effrep submit train configs/demo/digits.yaml --cluster generic launch.nodes=2 launch.tasks_per_node=4
+  effrep submit quant sweep CONFIG --array 4
+  effrep submit landscape CONFIG --local          # no SLURM: submitit's local executor, waits
+Jobs are requeued on preemption or near their time limit and resume from their files."""
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    """Submit the jobs of a command; print the job ids and the files they will write."""
+    from effrep_hpc.cli import UserError, _split_config_args
+    from effrep_hpc.launch.executor import resolve_executor
+    from effrep_hpc.launch.submit import parse_command, plan_lines, plan_submission, submission_lines, submit_plan, wait_for
+
+    words, rest = parse_command(list(args.command))
+    config, overrides = _split_config_args(rest)
+    bad = [o for o in overrides if "=" not in o]
+    if bad:
+        raise UserError(f"expected key=value overrides after the config file, got {bad}")
+    plan = plan_submission(words, config, overrides, cluster=args.cluster, array=args.array, folder=args.folder, after=args.after)
+    kind = resolve_executor(plan.cfg.launch, args.local)
+    if args.dry_run:
+        print("\n".join(plan_lines(plan, kind)))
+        return 0
+    # With --json, stdout holds only the JSON document; progress goes to stderr.
+    out = sys.stderr if args.json else sys.stdout
+
+    def say(text: str) -> None:
+        print(text, file=out, flush=True)
+
+    if kind == "local":
+        say("no SLURM here (or --local): running the jobs through submitit's local executor and waiting for them")
+    try:
+        sub = submit_plan(plan, local=args.local, echo=say)
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if args.json and not args.wait:
+        print(json.dumps(_submission_json(sub), indent=1))
+    else:
+        print("\n".join(submission_lines(sub)), flush=True)
+    if kind == "slurm" and not args.wait:
+        if not args.json:
+            print(f"follow progress: effrep status {plan.outputs[0] if plan.outputs else plan.cfg.run.out}")
+        return 0
+    if kind == "slurm":
+        final = wait_for(sub.jobs, kind=kind, poll_s=args.poll, echo=say)
+    else:
+        final = {j.job_id: "COMPLETED" for j in sub.jobs}  # the local run raised above otherwise
+    failed = {k: v for k, v in final.items() if v != "COMPLETED"}
+    if args.json:
+        print(json.dumps({**_submission_json(sub), "states": final}, indent=1))
+        return 1 if failed else 0
+    for jid, state in final.items():
+        if state != "COMPLETED":
+            print(f"job {jid}: {state}")
+    print(f"{len(final) - len(failed)}/{len(final)} job(s) completed; logs in {plan.folder}")
+    return 1 if failed else 0
+
+
+def _submission_json(sub: Any) -> dict[str, Any]:
+    return {
+        "command": sub.plan.command,
+        "executor": sub.executor,
+        "jobs": [{"id": j.job_id, "role": j.role, "command": j.command_line, "outputs": j.outputs} for j in sub.jobs],
+        "outputs": [str(o) for o in sub.plan.outputs],
+        "config": str(sub.plan.snapshot),
+        "logs": str(sub.plan.folder),
+    }
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Print points, epochs or runs done/pending/failed of an output file or directory."""
+    from effrep_hpc.launch.status import collect, status_lines
+
+    results = []
+    for output in args.output:
+        results += collect(output)
+    if args.json:
+        print(json.dumps([r.as_dict() for r in results], indent=1))
+    else:
+        print("\n".join(status_lines(results)))
+    return 0
+
+
+class _IntermixedParser(argparse.ArgumentParser):
+    """A subcommand parser that takes options anywhere, e.g. after the key=value overrides."""
+
+    _intermixing = False
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        """Parse positionals and options in any order (argparse's intermixed parsing)."""
+        if self._intermixing:  # parse_known_intermixed_args calls back into this method
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
+
+
+def add_commands(sub: Any) -> None:
+    """Add `submit` and `status` to the `effrep` parser."""
+    # add_parser builds sub._parser_class(...); swap in the intermixed parser just for `submit`.
+    default_class = sub._parser_class
+    sub._parser_class = _IntermixedParser
+    try:
+        p = _add_submit(sub)
+    finally:
+        sub._parser_class = default_class
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser(
+        "status",
+        help="Points, epochs or runs done/pending/failed, read from the HDF5 outputs themselves.",
+        description="Progress of surfaces (and their array shards), training runs (metrics.h5) and sweep files, "
+        "read from the files (no accounting database needed). OUTPUT is a file or a directory to search.",
+    )
+    p.add_argument("output", nargs="+", help="surface.h5 (its shards are found next to it), metrics.h5, a sweep file or a directory")
+    p.add_argument("--json", action="store_true", help="print a JSON list")
+    p.set_defaults(func=cmd_status)
+
+
+def _add_submit(sub: Any) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "submit",
+        usage="effrep submit COMMAND CONFIG [key=value ...] [--cluster PRESET] [--array N] [--local] [--wait] ...",
+        help="Submit a command to SLURM through submitit (arrays, multi-node training, preemption-safe requeue).",
+        description="Submit a command to SLURM through submitit: a landscape scan as an array plus a merge job, "
+        "a sweep as an array, training as one (multi-node) job. Prints the job ids and the files they will write.",
+        epilog=SUBMIT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("command", nargs="+", metavar="COMMAND CONFIG [key=value ...]", help="what to run, its YAML config and overrides")
+    p.add_argument("--cluster", metavar="PRESET", help="cluster preset: a name in configs/clusters/ or a YAML file")
+    p.add_argument("--array", type=int, metavar="N", help="number of array tasks (default launch.array)")
+    p.add_argument("--local", action="store_true", help="run through submitit's local executor on this machine (waits)")
+    p.add_argument("--wait", action="store_true", help="wait until every job has finished; exit 1 if one failed")
+    p.add_argument("--after", metavar="JOBID", help="start only after job JOBID succeeded (e.g. the training job)")
+    p.add_argument("--folder", metavar="DIR", help="where submitit keeps logs and pickles (default <run.out>/submitit)")
+    p.add_argument("--dry-run", action="store_true", help="print the jobs, their sbatch options and commands; submit nothing")
+    p.add_argument("--json", action="store_true", help="print the submission as JSON")
+    p.add_argument("--poll", type=float, default=5.0, help=argparse.SUPPRESS)
+    return p

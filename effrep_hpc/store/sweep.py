@@ -1,0 +1,297 @@
+"""Sweep files: every run of a quantized-training sweep in one HDF5 file, one group per run.
+
+Layout (``kind = "quant_sweep"``, ``schema_version = 1``)::
+
+    /                         attrs: kind, schema_version, config (the sweep's YAML), effrep_version, created,
+                                     num_runs, epochs, fields, runs_hash, hist_limit
+    /hist_edges               (bins+1,) float64 bin edges of the weight histograms, in grid units
+                              (weight / its layer's outermost level: quantized weights lie in [-1, 1])
+    /runs/<name>              one group per run (run_0000, run_0001, ...), attrs: index, config (the run's
+                              YAML: `effrep quant train` on it reproduces the run), algorithm, bits, lr,
+                              batch_size, seed
+    /runs/<name>/status       scalar bytes: pending | running | done | failed
+    /runs/<name>/error        scalar bytes: why the run failed ('' otherwise; long tracebacks keep their end)
+    /runs/<name>/started      scalar float64 unix time (NaN until started); also finished
+    /runs/<name>/resumed_from scalar int64: the epoch a per-run checkpoint restarted it from (0: from scratch)
+    /runs/<name>/curves/      per-epoch rows (store/curves.py): epoch, train_loss, train_acc, test_loss,
+                              test_acc, lr, changed (fraction of quantized weights that changed in the epoch),
+                              seconds; plus the ``done`` mask
+    /runs/<name>/hist_float   (bins,) counts of the float weights at the end (FP's weights, BC's w_r);
+    /runs/<name>/hist_quant   (bins,) counts of the quantized weights; NaN where an algorithm has none
+                              (SR and R keep no float copy, FP has no quantized weights)
+
+Per-run checkpoints (torch files, written by whichever process trains the run) live in ``<stem>_runs/``
+next to the sweep file, so an unfinished run restarts from its last epoch.
+
+Writers: several processes (MPI rank 0, SLURM array tasks) may write one sweep file, one at a time. Every
+write takes the file's :class:`~effrep_hpc.store.h5.WriterLock`, waiting and retrying while another process
+holds it, then opens the file, writes one run, flushes, closes and releases. Everything is preallocated at
+creation, so a write touches raw data only, and a run's values are flushed before its status says done: a
+writer killed at any moment leaves a readable file in which that run is simply recomputed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import math
+import random
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import h5py
+import numpy as np
+
+from effrep_hpc.store.curves import create_curves, read_curves, write_row
+from effrep_hpc.store.h5 import FileBusyError, WriterLock, atomic_create, open_readonly, preallocate, provenance, read_attr, set_attrs, sha256_arrays
+
+SCHEMA_VERSION = 1
+KIND = "quant_sweep"
+CURVE_FIELDS = ["epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "changed", "seconds"]
+STATUSES = ("pending", "running", "done", "failed")
+KEY_FIELDS = ("algorithm", "bits", "lr", "batch_size", "seed")
+HIST_BINS = 100
+HIST_LIMIT = 1.25
+ERROR_BYTES = 4000
+DEFAULT_LOCK_TIMEOUT = 600.0
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of a sweep: its group name, grid values (``KEY_FIELDS``) and full config as YAML."""
+
+    name: str
+    key: dict[str, Any]
+    config_yaml: str
+
+
+@dataclass
+class RunRecord:
+    """What a finished (done or failed) run hands to the writer."""
+
+    status: str
+    error: str = ""
+    curves: list[dict[str, float]] = field(default_factory=list)
+    hist_float: Optional[np.ndarray] = None
+    hist_quant: Optional[np.ndarray] = None
+    started: float = math.nan
+    finished: float = math.nan
+    resumed_from: int = 0
+
+
+def run_names(count: int) -> list[str]:
+    """Group names ``run_0000`` ... for ``count`` runs (more digits when needed, so names sort in order)."""
+    width = max(4, len(str(max(count - 1, 0))))
+    return [f"run_{i:0{width}d}" for i in range(count)]
+
+
+def runs_dir(path: str | Path) -> Path:
+    """The directory of per-run checkpoints that belongs to sweep file ``path``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}_runs")
+
+
+def run_checkpoint(path: str | Path, name: str) -> Path:
+    """The per-run checkpoint of run ``name`` of sweep file ``path``."""
+    return runs_dir(path) / f"{name}.pt"
+
+
+@contextlib.contextmanager
+def locked(path: str | Path, timeout: float = DEFAULT_LOCK_TIMEOUT, poll: float = 0.05) -> Iterator[None]:
+    """Hold the writer lock of ``path``, waiting (with growing, jittered pauses) up to ``timeout`` seconds."""
+    lock = WriterLock(path)
+    deadline = time.monotonic() + timeout
+    pause = poll
+    while True:
+        try:
+            lock.acquire()
+            break
+        except FileBusyError as exc:
+            if time.monotonic() >= deadline:
+                raise FileBusyError(f"gave up after waiting {timeout:g}s for the writer lock: {exc}") from None
+            # jitter keeps several array tasks from retrying in lock step
+            time.sleep(min(pause, max(0.0, deadline - time.monotonic())) * (0.5 + random.random()))
+            pause = min(2 * pause, 1.0)
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _runs_hash(runs: list[RunSpec], epochs: int) -> str:
+    items = [(r.name, np.frombuffer(r.config_yaml.encode(), dtype=np.uint8)) for r in runs]
+    return sha256_arrays(items + [("epochs", np.asarray([epochs]))])
+
+
+def _scalar_text(group: h5py.Group, name: str, text: str, size: int) -> None:
+    preallocate(group, name, (), f"S{size}", text.encode())
+
+
+def _create(path: Path, runs: list[RunSpec], config_yaml: str, epochs: int) -> None:
+    with atomic_create(path) as f:
+        set_attrs(
+            f,
+            provenance(
+                config_yaml,
+                kind=KIND,
+                schema_version=SCHEMA_VERSION,
+                num_runs=len(runs),
+                epochs=epochs,
+                fields=",".join(CURVE_FIELDS),
+                runs_hash=_runs_hash(runs, epochs),
+                hist_limit=HIST_LIMIT,
+            ),
+        )
+        f["hist_edges"] = np.linspace(-HIST_LIMIT, HIST_LIMIT, HIST_BINS + 1)
+        top = f.create_group("runs")
+        for index, run in enumerate(runs):
+            g = top.create_group(run.name)
+            set_attrs(g, {"index": index, "config": run.config_yaml, **run.key})
+            _scalar_text(g, "status", "pending", 8)
+            _scalar_text(g, "error", "", ERROR_BYTES)
+            preallocate(g, "started", (), np.float64, np.nan)
+            preallocate(g, "finished", (), np.float64, np.nan)
+            preallocate(g, "resumed_from", (), np.int64, 0)
+            create_curves(g.create_group("curves"), CURVE_FIELDS, epochs)
+            preallocate(g, "hist_float", (HIST_BINS,), np.float64, np.nan)
+            preallocate(g, "hist_quant", (HIST_BINS,), np.float64, np.nan)
+
+
+def _mismatch(f: h5py.File, path: Path, runs: list[RunSpec], epochs: int) -> Optional[str]:
+    """Why the file at ``path`` does not hold this sweep (None when it does)."""
+    if read_attr(f, "kind") != KIND:
+        return f"{path} is not a sweep file (kind={read_attr(f, 'kind')!r})"
+    if int(read_attr(f, "schema_version", 0)) > SCHEMA_VERSION:
+        return f"{path} has sweep schema {read_attr(f, 'schema_version')}, newer than this effrep ({SCHEMA_VERSION})"
+    if read_attr(f, "runs_hash") == _runs_hash(runs, epochs):
+        return None
+    old_epochs = int(read_attr(f, "epochs", -1))
+    old_names = sorted(f["runs"]) if "runs" in f else []
+    if old_epochs != epochs:
+        return f"{path} holds {old_epochs}-epoch runs, the config asks for {epochs}"
+    if len(old_names) != len(runs):
+        return f"{path} holds {len(old_names)} runs, the config expands to {len(runs)}"
+    for run in runs:
+        old = read_attr(f["runs"][run.name], "config", "") if run.name in f["runs"] else ""
+        if old != run.config_yaml:
+            diff = [
+                line for line in difflib.unified_diff(old.splitlines(), run.config_yaml.splitlines(), lineterm="", n=0)
+                if line[:1] in "+-" and not line.startswith(("+++", "---"))
+            ]
+            return f"{path}: {run.name} was made with a different config ({'; '.join(diff[:6])})"
+    return f"{path} was made for a different sweep"
+
+
+def prepare_sweep(
+    path: str | Path,
+    runs: list[RunSpec],
+    *,
+    config_yaml: str,
+    epochs: int,
+    overwrite: bool = False,
+    timeout: float = DEFAULT_LOCK_TIMEOUT,
+) -> list[str]:
+    """Create the sweep file (or check that the existing one holds this sweep) and return every run's status.
+
+    With ``overwrite`` an existing file and its per-run checkpoints are deleted first.
+    """
+    path = Path(path)
+    names = [r.name for r in runs]
+    if len(set(names)) != len(names):
+        raise ValueError("run names of a sweep must be unique")
+    with locked(path, timeout):
+        if overwrite:
+            path.unlink(missing_ok=True)
+            shutil.rmtree(runs_dir(path), ignore_errors=True)
+        if path.exists():
+            with open_readonly(path) as f:
+                problem = _mismatch(f, path, runs, epochs)
+            if problem:
+                raise ValueError(
+                    f"{problem}. Resume it with the same config, choose another quant.sweep_file (or run.out), "
+                    "or pass --overwrite to start over."
+                )
+        else:
+            _create(path, runs, config_yaml, epochs)
+    return read_statuses(path)
+
+
+def read_statuses(path: str | Path) -> list[str]:
+    """The status of every run, in run order (reading does not need the lock)."""
+    with open_readonly(path) as f:
+        groups = f["runs"]
+        order = sorted(groups, key=lambda n: int(read_attr(groups[n], "index")))
+        return [groups[n]["status"][()].decode() for n in order]
+
+
+def _group(f: h5py.File, index: int) -> h5py.Group:
+    names = run_names(int(read_attr(f, "num_runs")))
+    if not 0 <= index < len(names):
+        raise IndexError(f"run index {index} outside 0..{len(names) - 1}")
+    return f["runs"][names[index]]
+
+
+def mark_running(path: str | Path, index: int, *, started: float, timeout: float = DEFAULT_LOCK_TIMEOUT) -> None:
+    """Record that run ``index`` has started (status running, start time)."""
+    with locked(path, timeout), h5py.File(path, "r+") as f:
+        g = _group(f, index)
+        g["started"][()] = started
+        g["status"][()] = b"running"
+        f.flush()
+
+
+def write_run(path: str | Path, index: int, record: RunRecord, *, timeout: float = DEFAULT_LOCK_TIMEOUT) -> None:
+    """Write a finished run's curves, histograms, times and error, then its status (in that order)."""
+    if record.status not in ("done", "failed"):
+        raise ValueError(f"write_run records finished runs (done or failed), not {record.status!r}")
+    error = record.error.encode("utf-8", errors="replace")
+    if len(error) > ERROR_BYTES:
+        error = b"..." + error[-(ERROR_BYTES - 3) :]
+    with locked(path, timeout), h5py.File(path, "r+") as f:
+        g = _group(f, index)
+        curves = g["curves"]
+        rows = curves["done"].shape[0]
+        if len(record.curves) > rows:
+            raise ValueError(f"run {index} has {len(record.curves)} epochs of curves, the file holds {rows}")
+        for row, values in enumerate(record.curves):
+            write_row(curves, row, {k: float(v) for k, v in values.items()})
+        for name, hist in (("hist_float", record.hist_float), ("hist_quant", record.hist_quant)):
+            if hist is not None:
+                g[name][...] = np.asarray(hist, dtype=np.float64)
+        g["error"][()] = error
+        g["started"][()] = record.started
+        g["finished"][()] = record.finished
+        g["resumed_from"][()] = int(record.resumed_from)
+        f.flush()
+        g["status"][()] = record.status.encode()
+        f.flush()
+
+
+def read_sweep(path: str | Path) -> dict[str, Any]:
+    """The whole sweep as plain Python/numpy values: attrs, hist_edges, and a list of runs in order."""
+    with open_readonly(path) as f:
+        if read_attr(f, "kind") != KIND:
+            raise ValueError(f"{path} is not a sweep file (kind={read_attr(f, 'kind')!r})")
+        attrs = {k: read_attr(f, k) for k in f.attrs}
+        groups = f["runs"]
+        runs = []
+        for name in sorted(groups, key=lambda n: int(read_attr(groups[n], "index"))):
+            g = groups[name]
+            runs.append(
+                {
+                    "name": name,
+                    **{k: read_attr(g, k) for k in ("index", "config", *KEY_FIELDS)},
+                    "status": g["status"][()].decode(),
+                    "error": g["error"][()].decode("utf-8", errors="replace"),
+                    "started": float(g["started"][()]),
+                    "finished": float(g["finished"][()]),
+                    "resumed_from": int(g["resumed_from"][()]),
+                    "curves": read_curves(g["curves"]),
+                    "hist_float": g["hist_float"][()],
+                    "hist_quant": g["hist_quant"][()],
+                }
+            )
+        return {"attrs": attrs, "hist_edges": f["hist_edges"][()], "runs": runs}
