@@ -143,7 +143,7 @@ def main() -> None:
     ds = load_dataset("digits")
     cnn = create_model("digits_cnn")
     case("digits CNN (1437 train + 360 test)", cnn, EvalData(ds.x_train, ds.y_train, ds.x_test, ds.y_test),
-         16 if args.quick else 64, 512, with_ref=True)
+         16 if args.quick else 64, 256, with_ref=True)
 
     syn = load_dataset("synthetic", input_shape=(3, 32, 32), train_size=2048, test_size=1)
     r20 = create_model("resnet20")

@@ -93,6 +93,9 @@ def abort_on_error() -> Iterator[None]:
         if running and MPI.COMM_WORLD.Get_size() > 1:
             traceback.print_exc()
             sys.stderr.flush()
+            # MPI_Abort tears the launcher's I/O forwarding down at once; give it a moment to pass the
+            # traceback on, or the user sees only its first line.
+            time.sleep(0.5)
             MPI.COMM_WORLD.Abort(1)
         raise
 

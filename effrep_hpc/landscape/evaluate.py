@@ -168,6 +168,17 @@ def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in msg or "can't allocate memory" in msg
 
 
+def _use_channels_last(model: nn.Module, data: EvalData) -> bool:
+    """On CPU, image convnets run about 3x faster in channels-last layout (oneDNN's native one)."""
+    device = next(model.parameters()).device
+    has_conv2d = any(isinstance(m, nn.Conv2d) for m in model.modules())
+    return device.type == "cpu" and data.x_train.dim() == 4 and has_conv2d
+
+
+def _to_channels_last(x: Tensor) -> Tensor:
+    return x.contiguous(memory_format=torch.channels_last)
+
+
 class _ModelState:
     """What an evaluation may change on the model (modes, BN momenta, parameters, buffers), to put back."""
 
@@ -552,6 +563,11 @@ def evaluate_points(
 
     splits = [(s, _batches(x, y, int(batch_size))) for s, x, y in data.splits()]
     recompute_batches = _bn_batches(data, int(batch_size), bn_batches) if bn == "recompute" else []
+    channels_last = _use_channels_last(model, data)
+    if channels_last:
+        splits = [(s, [(_to_channels_last(xb), yb) for xb, yb in b]) for s, b in splits]
+        recompute_batches = [(_to_channels_last(xb), yb) for xb, yb in recompute_batches]
+        model.to(memory_format=torch.channels_last)
     state = _ModelState(model)
     done = np.zeros(n_points, dtype=bool)
     try:
@@ -577,4 +593,6 @@ def evaluate_points(
             )
     finally:
         state.restore()
+        if channels_last:
+            model.to(memory_format=torch.contiguous_format)
     return sums.collect(n_points, sizes)

@@ -1,7 +1,7 @@
 """`effrep status`: progress read from the HDF5 files themselves (no accounting database needed).
 
-A surface (or each of its array shards) has a ``done`` mask; a training run's metrics.h5 marks each
-finished epoch; a sweep file has one group per run with its status. Files are opened read-only
+A surface or sensitivity file (and each of its array shards) has a ``done`` mask; a training run's
+metrics.h5 marks each finished epoch; a quantization sweep file keeps a status per run. Files are opened read-only
 without HDF5 locking (store.h5.open_readonly), so this works while jobs are still writing them.
 """
 
@@ -26,14 +26,14 @@ class FileStatus:
     """Progress of one output: a surface (with its shards), a training run or a sweep."""
 
     path: str
-    kind: str  # "surface", "metrics", "sweep", "unknown"
-    unit: str  # "points", "epochs", "runs"
+    kind: str  # "surface", "sensitivity", "metrics", "quant_sweep", or another file's kind attribute
+    unit: str  # "points", "cells", "epochs", "runs"
     total: int
     done: int
     pending: int
     failed: int = 0
     running: int = 0
-    parts: list[dict[str, Any]] = field(default_factory=list)  # shards of a surface, runs of a sweep
+    parts: list[dict[str, Any]] = field(default_factory=list)  # shards of a scan, unfinished runs of a sweep
     note: str = ""
 
     @property
@@ -57,41 +57,53 @@ def shards_of(surface: Path) -> list[Path]:
     return [p for _, _, p in sorted(found)]
 
 
+# Files whose progress is a ``done`` mask, and what one entry of the mask is called.
+MASKED_KINDS = {"surface": "points", "sensitivity": "cells"}
+
+
 def _done_mask(path: Path) -> tuple[np.ndarray, dict[str, Any]]:
     with open_readonly(path) as f:
-        if read_attr(f, "kind") != "surface":
-            raise ValueError(f"{path} is not a surface file (kind={read_attr(f, 'kind')!r})")
-        attrs = {k: read_attr(f, k) for k in ("shard_task", "shard_count")}
+        kind = read_attr(f, "kind")
+        if kind not in MASKED_KINDS or "done" not in f:
+            raise ValueError(f"{path} is not a surface or sensitivity file (kind={kind!r})")
+        attrs = {k: read_attr(f, k) for k in ("kind", "shard_task", "shard_count")}
         return f["done"][()].reshape(-1).astype(bool), attrs
 
 
 def surface_status(surface: Path) -> FileStatus:
-    """Points done and pending of a surface: its own done mask united with those of its shards."""
+    """Entries done and pending of a surface (or sensitivity) file united with those of its array shards."""
     shards = shards_of(surface)
     if not surface.exists() and not shards:
         raise FileNotFoundError(f"neither {surface} nor any of its shards ({surface.stem}.shard-*-of-*{surface.suffix}) exist")
     union: Optional[np.ndarray] = None
     parts = []
     merged = None
+    kind = None
     if surface.exists():
-        union, _ = _done_mask(surface)
-        merged = int(union.sum())
+        union, attrs = _done_mask(surface)
+        merged, kind = int(union.sum()), attrs["kind"]
     counts = set()
     for shard in shards:
         mask, attrs = _done_mask(shard)
+        kind = kind or attrs["kind"]
+        if mask.size != (union.size if union is not None else mask.size):
+            raise ValueError(f"{shard} has {mask.size} entries but {shards[0] if union is None else surface} has {union.size}; "
+                             "shards of different scans are mixed here")
         union = mask.copy() if union is None else union | mask
         counts.add(attrs.get("shard_count"))
         parts.append({"path": str(shard), "task": attrs.get("shard_task"), "of": attrs.get("shard_count"), "done": int(mask.sum())})
     assert union is not None
     total, done = int(union.size), int(union.sum())
+    merge = "effrep merge" if kind == "surface" else "effrep prune merge"
     notes = []
     if merged is not None and shards:
-        notes.append(f"merged file has {merged}/{total}" + ("" if merged == done else f"; run `effrep merge` again to add {done - merged} more"))
+        notes.append(f"merged file has {merged}/{total}" + ("" if merged == done else f"; run `{merge}` again to add {done - merged} more"))
     elif shards:
         notes.append("not merged yet")
     if len(counts) > 1:
         notes.append(f"shards of different array sizes {sorted(c for c in counts if c is not None)} are mixed here")
-    return FileStatus(str(surface), "surface", "points", total, done, total - done, parts=parts, note="; ".join(notes))
+    unit = MASKED_KINDS.get(str(kind), "points")
+    return FileStatus(str(surface), str(kind), unit, total, done, total - done, parts=parts, note="; ".join(notes))
 
 
 def metrics_status(path: Path) -> FileStatus:
@@ -105,63 +117,33 @@ def metrics_status(path: Path) -> FileStatus:
     return FileStatus(str(path), "metrics", "epochs", int(done.size), int(done.sum()), int((~done).sum()), note=note)
 
 
-def _run_status(group: Any) -> str:
-    status = read_attr(group, "status")
-    if isinstance(status, str) and status.lower() in RUN_STATES:
-        return status.lower()
-    if "done" in group and hasattr(group["done"], "shape"):
-        done = group["done"][()]
-        if np.all(done):
-            return "done"
-        return "running" if np.any(done) else "pending"
-    return "pending"
-
-
 def sweep_status(path: Path) -> FileStatus:
-    """Runs done, running, pending and failed of a sweep file (one group per run with a ``status``)."""
-    try:
-        from effrep_hpc.store import sweep as sweep_store  # the store's own reader, when it has one
-    except ImportError:
-        sweep_store = None
-    reader = getattr(sweep_store, "sweep_status", None)
-    if reader is not None:
-        counts = reader(path)
-        if isinstance(counts, dict):
-            total = int(sum(int(counts.get(s, 0)) for s in RUN_STATES))
-            return FileStatus(
-                str(path), "sweep", "runs", total, int(counts.get("done", 0)), int(counts.get("pending", 0)),
-                failed=int(counts.get("failed", 0)), running=int(counts.get("running", 0)),
-            )
-    with open_readonly(path) as f:
-        root = f["runs"] if "runs" in f else f
-        states = {}
-        for name in root:
-            obj = root[name]
-            if hasattr(obj, "keys"):  # a group
-                states[name] = _run_status(obj)
-        planned = read_attr(f, "num_runs")
-    counts = {s: sum(1 for v in states.values() if v == s) for s in RUN_STATES}
-    total = max(len(states), int(planned or 0))
-    counts["pending"] += total - len(states)
-    parts = [{"run": k, "status": v} for k, v in sorted(states.items())]
-    return FileStatus(str(path), "sweep", "runs", total, counts["done"], counts["pending"], counts["failed"], counts["running"], parts)
+    """Runs done, running, pending and failed of a quantization sweep file (store/sweep.py)."""
+    from effrep_hpc.store.sweep import read_statuses, run_names
+
+    statuses = read_statuses(path)
+    counts = {s: statuses.count(s) for s in RUN_STATES}
+    names = run_names(len(statuses))
+    parts = [{"run": name, "status": st} for name, st in zip(names, statuses) if st in ("failed", "running")]
+    return FileStatus(
+        str(path), "quant_sweep", "runs", len(statuses), counts["done"], counts["pending"], counts["failed"], counts["running"], parts
+    )
 
 
 def file_status(path: Path) -> FileStatus:
-    """The status of one HDF5 output, by its ``kind`` attribute."""
-    m = SHARD_RE.match(path.name)
-    if not path.exists() and m is None:
-        if shards_of(path):
+    """The status of one HDF5 output, by its ``kind`` attribute (a surface also counts its shards)."""
+    if not path.exists():
+        if SHARD_RE.match(path.name) is None and shards_of(path):
             return surface_status(path)
         raise FileNotFoundError(f"{path} does not exist")
     with open_readonly(path) as f:
         kind = read_attr(f, "kind")
         has_done = "done" in f
-    if kind == "surface":
+    if kind in MASKED_KINDS:
         return surface_status(path)
     if kind == "metrics":
         return metrics_status(path)
-    if kind in ("sweep", "sensitivity") or (isinstance(kind, str) and kind.endswith("sweep")):
+    if kind == "quant_sweep":
         return sweep_status(path)
     if has_done:
         with open_readonly(path) as f:
@@ -192,12 +174,12 @@ def collect(output: str | Path) -> list[FileStatus]:
                 continue
             if st.kind == "unknown" and st.total == 0:
                 continue  # not one of ours (directions files and the like)
-            if st.kind == "surface":
+            if st.kind in MASKED_KINDS:
                 surfaces.pop(p, None)
             results.append(st)
         results += [surface_status(s) for s in surfaces]
         if not results:
-            raise FileNotFoundError(f"no surface, metrics or sweep files under {output}")
+            raise FileNotFoundError(f"no surface, sensitivity, metrics or sweep files under {output}")
         return sorted(results, key=lambda s: s.path)
     return [file_status(output)]
 
@@ -223,6 +205,6 @@ def status_lines(results: list[FileStatus]) -> list[str]:
         for part in st.parts:
             if "task" in part:
                 lines.append(f"  shard {part['task']} of {part['of']}: {part['done']} {st.unit} done  ({part['path']})")
-            elif part.get("status") == "failed":
-                lines.append(f"  run {part['run']}: failed")
+            elif "status" in part:
+                lines.append(f"  {part['run']}: {part['status']}")
     return lines

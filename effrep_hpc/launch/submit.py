@@ -32,38 +32,62 @@ Echo = Callable[[str], None]
 
 @dataclass(frozen=True)
 class ArrayCommand:
-    """An `effrep` command that shares its work over N tasks through ``<section>.task_id`` and ``.num_tasks``."""
+    """An `effrep` command whose work `<section>.backend=array` shares over N tasks (``task_id`` / ``num_tasks``).
+
+    With ``shard`` each task writes its own shard and a final job merges them (``merge`` builds its
+    argv from the shards and the output); without, every task writes into the final file itself.
+    """
 
     words: tuple[str, ...]  # e.g. ("quant", "sweep")
-    section: str  # the config section holding task_id and num_tasks
-    outputs: Callable[[Config, int], list[Path]]  # files the N tasks write
-    merge: Optional[Callable[[Config, int], tuple[list[str], list[Path]]]] = None  # argv and outputs of a final job
-    fixed: tuple[str, ...] = ()  # overrides every task gets
+    section: str  # the config section holding backend, task_id and num_tasks
+    final: Callable[[Config], Path]  # the file the user wants
+    shard: Optional[Callable[[Path, int, int], Path]] = None  # (final, task, count) -> shard file
+    merge: Optional[Callable[[list[Path], Path], list[str]]] = None  # (shards, final) -> argv of the merge job
+    size: Optional[Callable[[Config], int]] = None  # number of work items, to refuse more tasks than items
 
 
 def _surface(cfg: Config) -> Path:
     return Path(cfg.landscape.surface) if cfg.landscape.surface else Path(cfg.run.out) / "surface.h5"
 
 
-def _landscape_shards(cfg: Config, n: int) -> list[Path]:
+def _grid_points(cfg: Config) -> int:
+    from effrep_hpc.landscape.grid import parse_axis
+
+    ny = len(parse_axis(cfg.landscape.y)) if cfg.landscape.y is not None else 1
+    return len(parse_axis(cfg.landscape.x)) * ny
+
+
+def _surface_shard(final: Path, task: int, count: int) -> Path:
     from effrep_hpc.store.surface import shard_path
 
-    return [shard_path(_surface(cfg), i, n) for i in range(n)]
+    return shard_path(final, task, count)
 
 
-def _landscape_merge(cfg: Config, n: int) -> tuple[list[str], list[Path]]:
-    shards = _landscape_shards(cfg, n)
-    return ["merge", *map(str, shards), "-o", str(_surface(cfg))], [_surface(cfg)]
+def _sweep_file(cfg: Config) -> Path:
+    # Every task writes its runs into the one sweep file; store/sweep.py serialises the writers.
+    return Path(cfg.quant.sweep_file) if cfg.quant.sweep_file else Path(cfg.run.out) / "sweep.h5"
 
 
-def _sweep_file(cfg: Config, n: int) -> list[Path]:
-    return [Path(cfg.run.out)]
+def _sensitivity(cfg: Config) -> Path:
+    return Path(cfg.prune.sensitivity) if cfg.prune.sensitivity else Path(cfg.run.out) / "sensitivity.h5"
+
+
+def _sensitivity_shard(final: Path, task: int, count: int) -> Path:
+    from effrep_hpc.store.sensitivity import sensitivity_shard_path
+
+    return sensitivity_shard_path(final, task, count)
 
 
 ARRAY_COMMANDS: dict[str, ArrayCommand] = {
-    "landscape": ArrayCommand(("landscape",), "landscape", _landscape_shards, _landscape_merge, ("landscape.backend=array",)),
+    "landscape": ArrayCommand(
+        ("landscape",), "landscape", _surface, _surface_shard,
+        lambda shards, final: ["merge", *map(str, shards), "-o", str(final)], _grid_points,
+    ),
     "quant sweep": ArrayCommand(("quant", "sweep"), "quant", _sweep_file),
-    "prune sensitivity": ArrayCommand(("prune", "sensitivity"), "prune", _sweep_file),
+    "prune sensitivity": ArrayCommand(
+        ("prune", "sensitivity"), "prune", _sensitivity, _sensitivity_shard,
+        lambda shards, final: ["prune", "merge", *map(str, shards), "-o", str(final)],
+    ),
 }
 COMMANDS = ("train", *ARRAY_COMMANDS)
 
@@ -109,19 +133,12 @@ class Plan:
 def _check_array_section(cfg: Config, spec: ArrayCommand) -> None:
     section = getattr(cfg, spec.section)
     names = {f.name for f in dataclasses.fields(section)}
-    missing = sorted({"task_id", "num_tasks"} - names)
+    missing = sorted({"backend", "task_id", "num_tasks"} - names)
     if missing:
         raise ValueError(
             f"`effrep {' '.join(spec.words)}` cannot run as an array yet: its config section {spec.section}: has no "
             f"{' or '.join(missing)}; submit it as one job with --array 1"
         )
-
-
-def _grid_points(cfg: Config) -> int:
-    from effrep_hpc.landscape.grid import parse_axis
-
-    ny = len(parse_axis(cfg.landscape.y)) if cfg.landscape.y is not None else 1
-    return len(parse_axis(cfg.landscape.x)) * ny
 
 
 def plan_submission(
@@ -161,34 +178,27 @@ def plan_submission(
     if n < 1:
         raise ValueError(f"--array must be >= 1 (got {n})")
     job_name = "effrep-" + "-".join(words)
-    if name == "landscape":
-        points = _grid_points(cfg)
-        if n > points:
-            raise ValueError(f"--array {n} asks for more tasks than the grid has points ({points}); use --array {points} or fewer")
-        if n == 1:
-            # One task needs no shard and no merge: it writes the surface file itself.
-            outputs = [_surface(cfg)]
-            task = CommandTask([*base, "landscape.backend=serial"], cwd=cwd, outputs=[str(outputs[0])])
-            steps.append(Step("scan", [task], JobShape(name=job_name, dependency=dependency), outputs))
-            return Plan(name, cfg, to_yaml(cfg), snapshot, logs, steps, outputs, after)
-    if n == 1 and spec.merge is None:
-        outputs = spec.outputs(cfg, 1)
-        steps.append(Step("run", [CommandTask(base, cwd=cwd, outputs=[str(o) for o in outputs])], JobShape(name=job_name, dependency=dependency), outputs))
-        return Plan(name, cfg, to_yaml(cfg), snapshot, logs, steps, outputs, after)
+    final = spec.final(cfg)
+    if spec.size is not None:
+        items = spec.size(cfg)
+        if n > items:
+            raise ValueError(f"--array {n} asks for more tasks than there are work items ({items}); use --array {items} or fewer")
+    if n == 1:
+        # One task needs no shard and no merge: it writes the final file itself.
+        task = CommandTask([*base, f"{spec.section}.backend=serial"], cwd=cwd, outputs=[str(final)])
+        steps.append(Step("run", [task], JobShape(name=job_name, dependency=dependency), [final]))
+        return Plan(name, cfg, to_yaml(cfg), snapshot, logs, steps, [final], after)
     _check_array_section(cfg, spec)
-    task_outputs = spec.outputs(cfg, n)
+    shards = [spec.shard(final, i, n) for i in range(n)] if spec.shard is not None else []
     tasks = []
     for i in range(n):
-        argv = [*base, *spec.fixed, f"{spec.section}.task_id={i}", f"{spec.section}.num_tasks={n}"]
-        mine = [str(task_outputs[i])] if len(task_outputs) == n else [str(o) for o in task_outputs]
-        tasks.append(CommandTask(argv, cwd=cwd, outputs=mine))
-    steps.append(Step("array", tasks, JobShape(name=job_name, dependency=dependency), task_outputs))
-    outputs = task_outputs
-    if spec.merge is not None:
-        argv, outputs = spec.merge(cfg, n)
-        merge_task = CommandTask(argv, cwd=cwd, outputs=[str(o) for o in outputs])
-        steps.append(Step("merge", [merge_task], JobShape(name="effrep-merge", time=launch.merge_time), outputs, after=0))
-    return Plan(name, cfg, to_yaml(cfg), snapshot, logs, steps, outputs, after)
+        argv = [*base, f"{spec.section}.backend=array", f"{spec.section}.task_id={i}", f"{spec.section}.num_tasks={n}"]
+        tasks.append(CommandTask(argv, cwd=cwd, outputs=[str(shards[i] if shards else final)]))
+    steps.append(Step("array", tasks, JobShape(name=job_name, dependency=dependency), shards or [final]))
+    if spec.merge is not None and shards:
+        merge_task = CommandTask(spec.merge(shards, final), cwd=cwd, outputs=[str(final)])
+        steps.append(Step("merge", [merge_task], JobShape(name="effrep-merge", time=launch.merge_time), [final], after=0))
+    return Plan(name, cfg, to_yaml(cfg), snapshot, logs, steps, [final], after)
 
 
 # ----------------------------------------------------------------------------------------------

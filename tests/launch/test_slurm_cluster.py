@@ -1,0 +1,141 @@
+"""Against a real one-node SLURM (slurm/local-cluster.sh): array scans, USR2 requeue, distributed training.
+
+These run in `make test` and in CI (the conftest starts the cluster, or fails); about a minute and a
+half in all on two cores, most of it SLURM scheduling and Python start-up in each job.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from effrep_hpc.config import load_config
+from effrep_hpc.launch.slurm import job_info
+from effrep_hpc.launch.status import surface_status
+from effrep_hpc.launch.submit import plan_submission, submit_plan, wait_for
+from effrep_hpc.runners.landscape import run_landscape
+from effrep_hpc.runners.train import run_train
+from effrep_hpc.store.checkpoint import load_checkpoint
+from effrep_hpc.store.surface import read_surface
+
+pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("local_slurm")]
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = str(ROOT / "configs/demo/digits.yaml")
+# 30 points, one per tile and per pass, on single images: ~0.3 s a point, so a task of 10 points runs
+# long enough to be signalled in the middle.
+GRID = (
+    "landscape.x=-1:1:5", "landscape.y=-1:1:6", "landscape.batch_size=1", "landscape.points_per_pass=1",
+    "landscape.tile_size=1", "run.progress=false", "run.threads=1",
+)
+METRICS = ("train_loss", "train_acc", "test_loss", "test_acc")
+JOB_TIMEOUT = 240
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("trained")
+    run_train(load_config(CONFIG, [f"run.out={out}", "train.epochs=1", "train.milestones=[]", "run.progress=false"]))
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference(trained: Path) -> dict:
+    surface = trained / "serial.h5"
+    run_landscape(load_config(CONFIG, [f"run.out={trained}", f"landscape.surface={surface}", "landscape.backend=serial", *GRID]))
+    return read_surface(surface)
+
+
+def assert_same_surface(path: Path, reference: dict) -> None:
+    got = read_surface(path)
+    assert got["done"].all()
+    for name in METRICS:
+        np.testing.assert_array_equal(got[name], reference[name], err_msg=name)
+
+
+def test_three_task_array_and_merge_equal_the_serial_scan(trained: Path, reference: dict, tmp_path: Path) -> None:
+    surface = tmp_path / "array.h5"
+    cmd = [
+        sys.executable, "-m", "effrep_hpc.cli", "submit", "landscape", CONFIG, f"run.out={trained}",
+        f"landscape.surface={surface}", *GRID, "--cluster", "local", "--array", "3", "--wait", "--poll", "1",
+        "--folder", str(tmp_path / "logs"),
+    ]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=JOB_TIMEOUT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = proc.stdout
+    array_id = re.search(r"array: array (\d+) of 3 task\(s\)", out).group(1)
+    merge_id = re.search(r"merge: job (\d+) \(starts when all of step 'array' succeeded\)", out).group(1)
+    assert f"writes {tmp_path}/array.shard-2-of-3.h5" in out and f"output: {surface}" in out
+    assert "4/4 job(s) completed" in out
+    # SLURM ran an array of three and a merge that waited for it
+    assert [job_info(f"{array_id}_{i}")["JobState"] for i in range(3)] == ["COMPLETED"] * 3
+    merge = job_info(merge_id)
+    assert merge["JobState"] == "COMPLETED" and merge["Dependency"] == "(null)"  # satisfied and cleared
+    assert_same_surface(surface, reference)
+    shards = [p["done"] for p in surface_status(surface).parts]
+    assert shards == [10, 10, 10]
+
+
+def _done_points(path: Path) -> int:
+    try:
+        with h5py.File(path, "r", locking=False) as f:
+            return int(f["done"][()].sum())
+    except (OSError, KeyError):
+        return 0
+
+
+def test_usr2_requeues_a_task_which_resumes_from_its_shard(trained: Path, reference: dict, tmp_path: Path) -> None:
+    surface = tmp_path / "requeued.h5"
+    plan = plan_submission(
+        ["landscape"], CONFIG, [f"run.out={trained}", f"landscape.surface={surface}", *GRID],
+        cluster="local", array=3, folder=str(tmp_path / "logs"),
+    )
+    sub = submit_plan(plan)
+    target = sub.step_ids("array")[1]
+    shard = tmp_path / "requeued.shard-1-of-3.h5"
+    deadline = time.time() + JOB_TIMEOUT
+    while _done_points(shard) < 1:
+        assert time.time() < deadline, "task 1 never started computing"
+        time.sleep(0.05)
+    before = _done_points(shard)
+    subprocess.run(["scancel", "--signal=USR2", target], check=True, timeout=30)
+    assert before < 10, "task 1 finished before it could be signalled"
+    final = wait_for(sub.jobs, kind="slurm", poll_s=1, timeout_s=JOB_TIMEOUT)
+    assert set(final.values()) == {"COMPLETED"}, final
+    assert job_info(target)["Restarts"] == "1"
+    log = next((tmp_path / "logs" / target).glob("*_0_log.out")).read_text()
+    err = next((tmp_path / "logs" / target).glob("*_0_log.err")).read_text()
+    assert "Caught signal SIGUSR2" in log + err and "Requeued job" in log + err
+    # the second run of the task computed only what the first had not finished
+    computed = [int(n) for n in re.findall(r"computed (\d+) point\(s\)", log)]
+    assert len(computed) == 1 and computed[0] <= 10 - before
+    assert_same_surface(surface, reference)
+
+
+def test_training_job_runs_torch_distributed_across_its_tasks(tmp_path: Path) -> None:
+    # Without BN, two data-parallel processes follow one process's trajectory (same global batches).
+    extra = ["model.name=digits_mlp", "model.kwargs={bn: false}", "train.batch_size=64", "train.epochs=2",
+             "train.milestones=[1]", "run.progress=false", "run.threads=1"]
+    one = run_train(load_config(CONFIG, [f"run.out={tmp_path}/one", *extra]))
+    plan = plan_submission(["train"], CONFIG, [f"run.out={tmp_path}/two", *extra, "launch.tasks_per_node=2"], cluster="local")
+    sub = submit_plan(plan)
+    final = wait_for(sub.jobs, kind="slurm", poll_s=1, timeout_s=JOB_TIMEOUT)
+    assert set(final.values()) == {"COMPLETED"}, final
+    job = sub.jobs[0].job_id
+    logs = [p.read_text() for p in sorted((plan.folder / job).glob("*_log.out"))]
+    assert [f"rank {r}/2]" in text for r, text in enumerate(logs)] == [True, True]
+    a, b = load_checkpoint(one.checkpoint), load_checkpoint(tmp_path / "two" / "checkpoint.pt")
+    assert b["epoch"] == 2
+    assert a["final"]["train_loss"] == pytest.approx(b["final"]["train_loss"], rel=1e-4)
+    for key in a["model"]:
+        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=1e-4, atol=1e-5)
