@@ -140,6 +140,14 @@ def load_sensitivity(path: str | Path) -> Sensitivity:
     return data
 
 
+def _with_baseline(data: Sensitivity, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """x in percent and the values along the ratio axis, with the unpruned model at 0% when known."""
+    x = 100.0 * data.ratios
+    if np.isfinite(data.baseline_acc) and 0.0 not in data.ratios and values.ndim == 1:
+        return np.concatenate([[0.0], x]), np.concatenate([[data.baseline_acc], values])
+    return x, values
+
+
 def _new_figure(width: float, height: float):  # noqa: ANN202 - a matplotlib Figure
     from analysis.common import new_figure
 
@@ -165,14 +173,14 @@ def layers_figure(data: Sensitivity, criterion: str, *, metric: str = "acc"):  #
     stages = data.stages()
     fig = _new_figure(4.6 * len(stages), 4.2)
     axes = fig.subplots(1, len(stages), squeeze=False)[0]
-    x = 100.0 * data.ratios
     import matplotlib
 
     for ax, (stage, idx) in zip(axes, stages):
         cmap = matplotlib.colormaps["viridis" if len(idx) > 10 else "tab10"]
         for k, i in enumerate(idx):
             color = cmap(k / max(1, len(idx) - 1)) if len(idx) > 10 else cmap(k % 10)
-            ax.plot(x, values[i], marker="o", markersize=3, color=color, label=data.label(i))
+            x, y = _with_baseline(data, values[i]) if metric == "acc" else (100.0 * data.ratios, values[i])
+            ax.plot(x, y, marker="o", markersize=3, color=color, label=data.label(i))
         if metric == "acc" and np.isfinite(data.baseline_acc):
             ax.axhline(data.baseline_acc, color="0.4", linestyle="--", linewidth=1, label="unpruned")
         ax.set_xlabel("filters pruned away (%)")
@@ -197,7 +205,6 @@ def criteria_figure(data: Sensitivity, *, metric: str = "acc"):  # noqa: ANN201 
     fig = _new_figure(3.0 * ncols, 2.5 * nrows + 0.5)
     axes = fig.subplots(nrows, ncols, squeeze=False).reshape(-1)
     values = data.values(metric)
-    x = 100.0 * data.ratios
     styles = {"l1": ("tab:blue", "o"), "random": ("tab:green", "s"), "largest": ("tab:red", "^")}
     for i, ax in enumerate(axes):
         if i >= n:
@@ -205,7 +212,8 @@ def criteria_figure(data: Sensitivity, *, metric: str = "acc"):  # noqa: ANN201 
             continue
         for c, crit in enumerate(data.criteria):
             color, marker = styles.get(crit, (None, "x"))
-            ax.plot(x, values[i, :, c], marker=marker, markersize=3, color=color, label=CRITERION_LABELS.get(crit, crit))
+            x, y = _with_baseline(data, values[i, :, c]) if metric == "acc" else (100.0 * data.ratios, values[i, :, c])
+            ax.plot(x, y, marker=marker, markersize=3, color=color, label=CRITERION_LABELS.get(crit, crit))
         if metric == "acc" and np.isfinite(data.baseline_acc):
             ax.axhline(data.baseline_acc, color="0.4", linestyle="--", linewidth=1)
         ax.set_title(data.label(i), fontsize=9)

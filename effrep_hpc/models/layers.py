@@ -59,12 +59,13 @@ class ConvBN(nn.Module):
 
 
 class LinearBN(nn.Module):
-    """A bias-free linear layer followed by BatchNorm1d and ReLU (hidden FC layers)."""
+    """A linear layer followed by BatchNorm1d and ReLU (hidden FC layers); ``norm=False``: biased, no BN."""
 
-    def __init__(self, in_features: int, out_features: int) -> None:
+    def __init__(self, in_features: int, out_features: int, norm: bool = True) -> None:
         super().__init__()
-        self.linear = nn.Linear(in_features, out_features, bias=False)
-        self.bn = nn.BatchNorm1d(out_features)
+        # Without BN the layer needs its bias; with BN a bias would be cancelled by the mean subtraction.
+        self.linear = nn.Linear(in_features, out_features, bias=not norm)
+        self.bn = nn.BatchNorm1d(out_features) if norm else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu(self.bn(self.linear(x)))

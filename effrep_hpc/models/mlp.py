@@ -15,11 +15,11 @@ from effrep_hpc.models.layers import LayerIO, LinearBN, ZooModel, check_num_clas
 class MLP(ZooModel):
     """Flatten, then ``LinearBN`` + ReLU per hidden width (``hidden.i``), then a linear ``classifier``."""
 
-    def __init__(self, arch_name: str, in_features: int, widths: list[int], num_classes: int) -> None:
-        super().__init__(arch_name, {"widths": list(widths), "num_classes": num_classes})
+    def __init__(self, arch_name: str, in_features: int, widths: list[int], num_classes: int, norm: bool = True) -> None:
+        super().__init__(arch_name, {"widths": list(widths), "num_classes": num_classes, "norm": norm})
         layers, fin = [], in_features
         for w in widths:
-            layers.append(LinearBN(fin, w))
+            layers.append(LinearBN(fin, w, norm))
             fin = w
         self.hidden = nn.Sequential(*layers)
         self.classifier = nn.Linear(fin, num_classes)
@@ -36,7 +36,9 @@ class MLP(ZooModel):
 
 
 @register_model("digits_mlp", input_shape=(1, 8, 8), num_classes=10)
-def digits_mlp(*, num_classes: int = 10, widths: Sequence[int] | None = None) -> MLP:
-    """MLP for 8x8 digits: 64 -> 128 -> 128 (each Linear + BN + ReLU) -> classes."""
+def digits_mlp(*, num_classes: int = 10, widths: Sequence[int] | None = None, norm: bool = True) -> MLP:
+    """MLP for 8x8 digits: 64 -> 128 -> 128 (each Linear + BN + ReLU) -> classes; ``norm=False`` drops BN."""
     hidden = check_widths("widths", widths, (128, 128))
-    return MLP("digits_mlp", math.prod((1, 8, 8)), hidden, check_num_classes(num_classes))
+    if not isinstance(norm, bool):
+        raise ValueError(f"norm must be true or false (got {norm!r})")
+    return MLP("digits_mlp", math.prod((1, 8, 8)), hidden, check_num_classes(num_classes), norm)

@@ -138,7 +138,11 @@ def run_train(cfg: Config, *, overwrite: bool = False) -> TrainOutputs:
 
     net: torch.nn.Module = model
     if distributed:
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        if device.type == "cuda":
+            # Statistics over the global batch, as in one process. SyncBatchNorm exists only on GPUs:
+            # on CPU each process normalises with its own shard's statistics (standard DDP).
+            net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
 
     aug_gen = generator if device.type == "cpu" else torch.Generator(device=device).manual_seed(t.seed + 1)
     aug = (lambda xb: augment(xb, generator=aug_gen)) if cfg.data.augment else None

@@ -124,7 +124,7 @@ def test_usr2_requeues_a_task_which_resumes_from_its_shard(trained: Path, refere
 
 def test_training_job_runs_torch_distributed_across_its_tasks(tmp_path: Path) -> None:
     # Without BN, two data-parallel processes follow one process's trajectory (same global batches).
-    extra = ["model.name=digits_mlp", "model.kwargs={bn: false}", "train.batch_size=64", "train.epochs=2",
+    extra = ["model.name=digits_mlp", "model.kwargs={norm: false}", "train.batch_size=64", "train.epochs=2",
              "train.milestones=[1]", "run.progress=false", "run.threads=1"]
     one = run_train(load_config(CONFIG, [f"run.out={tmp_path}/one", *extra]))
     plan = plan_submission(["train"], CONFIG, [f"run.out={tmp_path}/two", *extra, "launch.tasks_per_node=2"], cluster="local")

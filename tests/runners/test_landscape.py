@@ -196,3 +196,18 @@ def test_1d_interpolation_between_checkpoints(trained: Path, tmp_path: Path) -> 
     assert data["train_loss"].shape == (5,) and data["attrs"]["axes"] == "x"
     # from the random initialisation (x=0) to the trained model (x=1) the loss falls
     assert data["train_loss"][-1] < data["train_loss"][0]
+
+
+@pytest.mark.mpi
+def test_torchrun_scan_equals_serial(trained: Path, tmp_path: Path) -> None:
+    grid = ("landscape.x=-1:1:5", "landscape.y=-1:1:3", "landscape.tile_size=2")
+    effrep(*scan_args(trained, tmp_path / "one.h5", *grid, "landscape.backend=serial"))
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    cmd = [str(BIN / "torchrun"), "--standalone", "--nproc_per_node=2", "-m", "effrep_hpc.cli",
+           *scan_args(trained, tmp_path / "two.h5", *grid)]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"surface: {tmp_path / 'two.h5'}" in proc.stdout
+    one, two = read_surface(tmp_path / "one.h5"), read_surface(tmp_path / "two.h5")
+    for name in ("train_loss", "test_acc"):
+        np.testing.assert_array_equal(one[name], two[name], err_msg=name)

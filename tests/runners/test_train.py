@@ -101,7 +101,7 @@ def test_two_process_gloo_matches_one_process(tmp_path: Path) -> None:
     torchrun = BIN / "torchrun"
     if not torchrun.exists():
         pytest.skip("torchrun not installed")
-    extra = ("model.name=digits_mlp", "model.kwargs={bn: false}", "train.batch_size=64")
+    extra = ("model.name=digits_mlp", "model.kwargs={norm: false}", "train.batch_size=64")
     ref = run_train(load_config(CONFIG, overrides(tmp_path / "one", epochs=2, extra=extra)))
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     cmd = [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "effrep_hpc.cli", "train", str(CONFIG),
