@@ -21,7 +21,7 @@ step "2/3 2D loss-landscape scan of the trained model on $NP MPI ranks"
 
 step "3/3 figures and ParaView files from the surface file"
 "$PY" -m analysis contour "$OUT/landscape/surface.h5" --out "$OUT/figures"
-"$PY" -m analysis render "$OUT/landscape/surface.h5" --out "$OUT/figures"
+"$PY" -m analysis render "$OUT/landscape/surface.h5" --out "$OUT/figures" --log --contours 12 --cmap coolwarm
 "$PY" -m analysis vtk "$OUT/landscape/surface.h5" --out "$OUT/figures"
 
 printf '\ndemo finished in %ss; outputs under %s\n' "$(( $(date +%s) - start ))" "$OUT"

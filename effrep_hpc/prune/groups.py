@@ -142,7 +142,7 @@ def resolve_layer(model: nn.Module, groups: list[PruneGroup], key: Any) -> Prune
         if text == g.name or text in g.writers:
             return g
     names = [g.name for g in groups]
-    close = close_names(text, names + list(ids))
+    close = close_names(text, names)
     hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
     if text in ids:
         raise ValueError(
