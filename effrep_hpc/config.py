@@ -223,6 +223,7 @@ class PruneConfig:
     ratios: dict[str, Any] = field(default_factory=dict)  # layer name or paper id -> fraction removed
     checkpoint: Optional[str] = None  # the trained model; default: <run.out>/checkpoint.pt
     out: Optional[str] = None  # apply/retrain/scratch outputs; default: <run.out>/pruned
+    round_to: int = 1  # > 1: round each pruned layer's kept filters to a multiple (8 suits CPU/GPU kernels)
     seed: int = 0  # random criterion and the sample of images for activation criteria
     activation_images: int = 256  # N training images for the activation criteria
     # prune-and-retrain (the paper: constant lr 1e-3, 40 epochs on CIFAR-10); optimizer, momentum,
@@ -278,7 +279,7 @@ class PruneConfig:
                 problems.append(f"prune.sensitivity_ratios[{i}]: must lie in [0, 1) (got {ratio})")
         if len(set(self.sensitivity_ratios)) != len(self.sensitivity_ratios):
             problems.append(f"prune.sensitivity_ratios: values repeat ({self.sensitivity_ratios})")
-        positive = ("activation_images", "iterations", "retrain_epochs", "eval_batch_size", "speed_batch_size", "speed_repeats")
+        positive = ("round_to", "activation_images", "iterations", "retrain_epochs", "eval_batch_size", "speed_batch_size", "speed_repeats")
         for key in positive:
             if getattr(self, key) < 1:
                 problems.append(f"prune.{key}: must be >= 1 (got {getattr(self, key)})")
@@ -354,13 +355,15 @@ class QuantConfig:
     Algorithms: fp, bc, sr, r (SGD step with train.momentum) and fp-adam, bc-adam, sr-adam, r-adam (Adam step);
     the algorithm decides SGD vs Adam, train.optimizer is not used. bits: 1 (binary: sign x per-layer scale)
     to 16; FP runs ignore it. delta_rule: how each layer's grid resolution is picked from its initial weights,
-    ``gauss`` (MSE-optimal for Gaussian weights), ``max`` (outermost level at max|w|) or ``fixed`` (quant.delta).
+    ``gauss`` (MSE-optimal for Gaussian weights), ``max`` (outermost level at max|w|) or ``fixed`` (quant.delta);
+    delta_scale multiplies it (see effrep_hpc/quant/quantizers.py for when a coarser grid helps).
     """
 
     algorithm: str = "bc"
     bits: int = 1
     delta_rule: Literal["gauss", "max", "fixed"] = "gauss"
     delta: Optional[float] = None  # the grid resolution for delta_rule=fixed
+    delta_scale: float = 1.0  # multiplies the rule's Delta (a coarser grid than the initial weights suggest)
     quantize_first_last: bool = True  # false keeps the first and last conv/linear layer in float
     clip: bool = True  # BC: keep the float copy inside the grid's range
     sweep: QuantSweepConfig = field(default_factory=QuantSweepConfig)
@@ -385,6 +388,8 @@ class QuantConfig:
             problems.append("quant.delta: delta_rule=fixed needs a positive quant.delta (the grid resolution)")
         if self.delta is not None and self.delta_rule != "fixed":
             problems.append(f"quant.delta: only used with quant.delta_rule=fixed (delta_rule is {self.delta_rule!r})")
+        if not self.delta_scale > 0:
+            problems.append(f"quant.delta_scale: must be > 0 (got {self.delta_scale})")
         if not self.lock_timeout > 0:
             problems.append(f"quant.lock_timeout: must be > 0 seconds (got {self.lock_timeout})")
         if self.backend != "array" and (self.task_id is not None or self.num_tasks is not None):

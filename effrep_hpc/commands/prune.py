@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 CONFIG_EPILOG = """\
 CONFIG is a YAML file (see configs/demo/prune_digits.yaml and configs/paper/prune_*.yaml); each
@@ -65,7 +64,7 @@ def cmd_flops(args: argparse.Namespace) -> int:
         raise ValueError("give --preset NAME and/or --ratio LAYER=RATIO (see `effrep prune presets`)")
     report = planned_cost(
         args.model, preset=args.preset, ratios=dict(args.ratio or []), input_shape=args.input_shape,
-        num_classes=args.num_classes, include_shortcuts=args.count_shortcuts,
+        num_classes=args.num_classes, include_shortcuts=args.count_shortcuts, multiple=args.round_to,
     )
     if args.json:
         print(json.dumps(report, indent=1))
@@ -236,6 +235,8 @@ def add_commands(sub: Any) -> None:
                    help="fraction of filters removed from LAYER (name or paper id); repeat; overrides the preset")
     p.add_argument("--num-classes", type=int, default=None, help="classes of the classifier [default: the model's]")
     p.add_argument("--count-shortcuts", action="store_true", help="count ResNet projection shortcuts too")
+    p.add_argument("--round-to", type=int, default=1, metavar="K",
+                   help="round each pruned layer's kept filters to a multiple of K (prune.round_to)")
 
     p = add("layers", cmd_layers, "List a model's prunable layers, paper layer ids, widths and FLOP shares.",
             "Every prune group of MODEL: the name to use in prune.ratios / prune.layers, the paper's layer\n"

@@ -68,6 +68,12 @@ def _sweep_file(cfg: Config) -> Path:
     return Path(cfg.quant.sweep_file) if cfg.quant.sweep_file else Path(cfg.run.out) / "sweep.h5"
 
 
+def _sweep_runs(cfg: Config) -> int:
+    from effrep_hpc.runners.quant import expand_sweep
+
+    return len(expand_sweep(cfg))
+
+
 def _sensitivity(cfg: Config) -> Path:
     return Path(cfg.prune.sensitivity) if cfg.prune.sensitivity else Path(cfg.run.out) / "sensitivity.h5"
 
@@ -83,7 +89,7 @@ ARRAY_COMMANDS: dict[str, ArrayCommand] = {
         ("landscape",), "landscape", _surface, _surface_shard,
         lambda shards, final: ["merge", *map(str, shards), "-o", str(final)], _grid_points,
     ),
-    "quant sweep": ArrayCommand(("quant", "sweep"), "quant", _sweep_file),
+    "quant sweep": ArrayCommand(("quant", "sweep"), "quant", _sweep_file, size=_sweep_runs),
     "prune sensitivity": ArrayCommand(
         ("prune", "sensitivity"), "prune", _sensitivity, _sensitivity_shard,
         lambda shards, final: ["prune", "merge", *map(str, shards), "-o", str(final)],

@@ -53,6 +53,7 @@ def planned_cost(
     num_classes: Optional[int] = None,
     include_shortcuts: bool = False,
     arch: Optional[Mapping[str, Any]] = None,
+    multiple: int = 1,
 ) -> dict[str, Any]:
     """Costs of model ``name`` before and after pruning by a preset and/or ratios (no weights allocated)."""
     shape = tuple(input_shape or model_spec(name).input_shape)
@@ -61,7 +62,7 @@ def planned_cost(
         kwargs["num_classes"] = num_classes
     with torch.device("meta"):
         model = create_model(name, **kwargs)
-        counts = keep_counts(model, ratios_for(model, preset, ratios))
+        counts = keep_counts(model, ratios_for(model, preset, ratios), multiple=multiple)
         after = create_model(name, **pruned_arch(model, counts))
     report = compare_costs(model, after, shape, include_shortcuts=include_shortcuts)
     report.update(
@@ -69,6 +70,7 @@ def planned_cost(
             "model": name,
             "input_shape": list(shape),
             "include_shortcuts": include_shortcuts,
+            "round_to": multiple,
             "widths_after": {k: v for k, v in after.arch.items() if k != "num_classes"},  # type: ignore[union-attr]
         }
     )

@@ -39,10 +39,13 @@ def layer_seed(seed: int, group: str) -> int:
     return (int(seed) * 1_000_003 + zlib.crc32(group.encode())) & 0x7FFF_FFFF_FFFF_FFFF
 
 
-def keep_counts(model: nn.Module, ratios: Mapping[Any, float]) -> dict[str, int]:
-    """Kept filters per group for per-layer removal ratios keyed by layer name or paper id."""
+def keep_counts(model: nn.Module, ratios: Mapping[Any, float], *, multiple: int = 1) -> dict[str, int]:
+    """Kept filters per group for per-layer removal ratios keyed by layer name or paper id.
+
+    ``multiple`` > 1 rounds each pruned layer to a multiple of that many filters (see ``num_keep``).
+    """
     groups = {g.name: g for g in prune_groups(model)}
-    return {name: num_keep(groups[name].width, r) for name, r in resolve_ratios(model, ratios).items()}
+    return {name: num_keep(groups[name].width, r, multiple) for name, r in resolve_ratios(model, ratios).items()}
 
 
 @torch.no_grad()
@@ -167,8 +170,9 @@ def prune_by_ratios(
     strategy: str = "independent",
     images: Optional[Tensor] = None,
     seed: int = 0,
+    multiple: int = 1,
 ) -> tuple[nn.Module, dict[str, Tensor]]:
     """Select and cut in one step: the pruned model and the kept indices per group."""
-    counts = keep_counts(model, ratios)
+    counts = keep_counts(model, ratios, multiple=multiple)
     keep = select_filters(model, counts, criterion=criterion, strategy=strategy, images=images, seed=seed)
     return prune_model(model, keep), keep

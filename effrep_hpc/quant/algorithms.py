@@ -96,7 +96,7 @@ def quantized_layers(model: nn.Module, quantize_first_last: bool = True) -> list
 class QuantizedOptimizer(torch.optim.Optimizer):
     """FP/BC/SR/R training of ``model`` with an SGD or Adam step; a drop-in torch optimizer (schedulers work).
 
-    ``bits`` and the Delta rule (``delta_rule``, ``delta``) define each quantized layer's grid; ``clip``
+    ``bits`` and the Delta rule (``delta_rule``, ``delta``, ``delta_scale``) define each quantized layer's grid; ``clip``
     keeps BC's float copy inside the grid's range (as BinaryConnect does), so a weight never drifts so far
     out that it cannot flip back. ``seed`` (or ``generator``, on the parameters' device) drives stochastic
     rounding; its state is part of :meth:`state_dict`.
@@ -116,6 +116,7 @@ class QuantizedOptimizer(torch.optim.Optimizer):
         eps: float = 1e-8,
         delta_rule: str = "gauss",
         delta: Optional[float] = None,
+        delta_scale: float = 1.0,
         quantize_first_last: bool = True,
         clip: bool = True,
         seed: int = 0,
@@ -167,7 +168,7 @@ class QuantizedOptimizer(torch.optim.Optimizer):
             for p, view in zip(params, flat.split(self._sizes)):
                 p.data = view.view_as(p)
         self._flat = flat
-        self.deltas = [choose_delta(by_name[n].detach(), grid_bits, delta_rule, delta) for n in qnames]
+        self.deltas = [choose_delta(by_name[n].detach(), grid_bits, delta_rule, delta, delta_scale) for n in qnames]
         self._set_grid()
         self._master: Optional[Tensor] = None
         with torch.no_grad():

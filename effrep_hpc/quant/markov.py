@@ -84,7 +84,7 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 from scipy.sparse.linalg import spsolve
 
-MAX_STATES = 4_000_000
+MAX_STATES = 2_000_000
 MAX_DENOMINATOR = 1_000_000
 
 
@@ -248,7 +248,7 @@ def sr_stationary(
 
 def _fraction(x: float, what: str, max_denominator: int) -> Fraction:
     fr = Fraction(x).limit_denominator(max_denominator)
-    if abs(float(fr) - x) > 1e-9 * max(1.0, abs(x)):
+    if abs(float(fr) - x) > 1e-12 * max(1.0, abs(x)):
         raise ValueError(
             f"{what} = {x!r} is not a fraction with denominator <= {max_denominator}, so BC's interval chain "
             "would need too fine a lattice; pick lr, mu, sigma, delta and wstar with short decimal ratios "

@@ -20,6 +20,11 @@ for the whole of training, so that a weight on the grid stays on the same grid:
   scale ``s = 0.798 std = E|w|`` of Gaussian weights, the scale XNOR-Net/BWN use for binary weights.
 - ``max``: the outermost levels sit at ``+-max|w0|`` (no clipping of the initial weights).
 - ``fixed``: ``Delta`` is given (the same for every layer), as in the paper's analysis.
+
+``scale`` multiplies the rule's Delta. The Gaussian rule fits the *initial* weights; a larger grid helps where
+the scale of a layer's weights matters, i.e. a layer without BN after it (the classifier): a binary
+classifier with weights ``+-s`` can only produce logits of size ``~ s * fan_in``. Layers followed by BN are
+invariant to the scale, except through the ratio of step to Delta.
 """
 
 from __future__ import annotations
@@ -155,13 +160,17 @@ def gaussian_step(bits: int) -> float:
     return math.exp((lo + hi) / 2)
 
 
-def choose_delta(w0: Tensor, bits: int, rule: str = "gauss", delta: Optional[float] = None) -> float:
-    """The resolution Delta of one layer's grid, from its initial weights ``w0`` by ``rule`` (see module doc)."""
+def choose_delta(
+    w0: Tensor, bits: int, rule: str = "gauss", delta: Optional[float] = None, scale: float = 1.0
+) -> float:
+    """The resolution Delta of one layer's grid, from its initial weights ``w0`` by ``rule``, times ``scale``."""
     check_bits(bits)
+    if not scale > 0:
+        raise ValueError(f"the Delta scale must be > 0, got {scale!r}")
     if rule == "fixed":
         if delta is None or not delta > 0:
             raise ValueError(f"delta rule 'fixed' needs a positive delta, got {delta!r}")
-        return float(delta)
+        return float(delta) * scale
     if rule == "gauss":
         spread = float(w0.detach().double().std()) if w0.numel() > 1 else 0.0
         value = gaussian_step(bits) * spread
@@ -174,4 +183,4 @@ def choose_delta(w0: Tensor, bits: int, rule: str = "gauss", delta: Optional[flo
             f"delta rule {rule!r} gives Delta={value} for a layer whose initial weights are all equal; "
             "use delta_rule 'fixed' with an explicit delta"
         )
-    return value
+    return value * scale

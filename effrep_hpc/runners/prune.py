@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from effrep_hpc.config import Config, to_yaml, yaml_load
+from effrep_hpc.config import Config, to_yaml
 from effrep_hpc.data import augment as augment_batch
 from effrep_hpc.data.base import seeded_generator
 from effrep_hpc.dist import get_backend
@@ -63,7 +63,7 @@ from effrep_hpc.train.optim import build_optimizer, build_scheduler
 RETRAIN_FIELDS = ["epoch", "step", "width_fraction", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds"]
 # prune.* keys that decide what a prune/retrain run computes (the rest: sensitivity, speed, output path).
 PLAN_KEYS = (
-    "criterion", "strategy", "preset", "ratios", "checkpoint", "seed", "activation_images", "iterations",
+    "criterion", "strategy", "preset", "ratios", "round_to", "checkpoint", "seed", "activation_images", "iterations",
     "retrain_epochs", "retrain_lr", "retrain_schedule", "retrain_milestones",
 )
 
@@ -433,9 +433,11 @@ def _pruned_payload(model: nn.Module, cfg: Config, keep: dict[str, Tensor], sour
     }
 
 
-def _step_counts(model0_widths: dict[str, int], ratios: dict[str, float], step: int, steps: int) -> dict[str, int]:
+def _step_counts(
+    model0_widths: dict[str, int], ratios: dict[str, float], step: int, steps: int, multiple: int = 1
+) -> dict[str, int]:
     """Kept filters per group after ``step`` of ``steps`` equal steps towards the final ratios."""
-    return {g: num_keep(model0_widths[g], r * step / steps) for g, r in ratios.items()}
+    return {g: num_keep(model0_widths[g], r * step / steps, multiple) for g, r in ratios.items()}
 
 
 def run_prune(cfg: Config, *, retrain: bool, overwrite: bool = False) -> PruneOutputs:
@@ -514,7 +516,7 @@ def run_prune(cfg: Config, *, retrain: bool, overwrite: bool = False) -> PruneOu
                     break
                 # The next step prunes the current weights down to this step's widths.
                 step += 1
-                counts = _step_counts(widths0, ratios, step, steps)
+                counts = _step_counts(widths0, ratios, step, steps, P.round_to)
                 keep = select_filters(model, counts, criterion=P.criterion, strategy=P.strategy, images=images, seed=P.seed)
                 model = prune_model(model, keep)
                 acc_now, _ = accuracy(model, dataset.x_test, dataset.y_test, loss=cfg.train.loss)
@@ -562,7 +564,7 @@ def run_scratch(cfg: Config, *, overwrite: bool = False) -> PruneOutputs:
         source = load_source_model(checkpoint, cfg, torch.device("cpu"))
     else:
         source = create_model(cfg.model.name, **cfg.model.kwargs)
-    counts = keep_counts(source, plan_ratios(cfg, source))
+    counts = keep_counts(source, plan_ratios(cfg, source), multiple=P.round_to)
     arch = {k: v for k, v in pruned_arch(source, counts).items() if k != "num_classes"}
     scratch_cfg = dataclasses.replace(
         cfg,

@@ -109,6 +109,7 @@ def quant_optimizer(cfg: Config, model: torch.nn.Module) -> QuantizedOptimizer:
         weight_decay=t.weight_decay,
         delta_rule=q.delta_rule,
         delta=q.delta,
+        delta_scale=q.delta_scale,
         quantize_first_last=q.quantize_first_last,
         clip=q.clip,
         seed=child_seed(t.seed, "quant-rounding") & 0x7FFF_FFFF_FFFF_FFFF,
@@ -190,9 +191,10 @@ def train_run(
         if on_epoch is not None:
             on_epoch(row)
         if not math.isfinite(row["train_loss"]):
+            width = "float" if opt.spec.rule == "fp" else f"{opt.bits} bit"
             raise DivergedError(
                 f"diverged: training loss {row['train_loss']} in epoch {epoch + 1} "
-                f"({cfg.quant.algorithm}, {cfg.quant.bits} bit, lr {t.lr:g}, batch {t.batch_size}); lower the learning rate",
+                f"({cfg.quant.algorithm}, {width}, lr {t.lr:g}, batch {t.batch_size}); lower the learning rate",
                 curves,
                 start,
             )

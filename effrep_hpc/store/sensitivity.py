@@ -177,7 +177,8 @@ class SensitivityWriter:
 
     def done_mask(self) -> np.ndarray:
         """The done mask, flattened in C order (flat cell index)."""
-        assert self.file is not None
+        if self.file is None:
+            raise ValueError(f"{self.path} is closed")
         return self.file["done"][()].reshape(-1)
 
     def pending(self) -> np.ndarray:

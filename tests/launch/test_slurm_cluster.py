@@ -139,3 +139,51 @@ def test_training_job_runs_torch_distributed_across_its_tasks(tmp_path: Path) ->
     assert a["final"]["train_loss"] == pytest.approx(b["final"]["train_loss"], rel=1e-4)
     for key in a["model"]:
         torch.testing.assert_close(a["model"][key], b["model"][key], rtol=1e-4, atol=1e-5)
+
+
+def test_four_run_quantization_sweep_runs_as_an_array(tmp_path: Path) -> None:
+    from effrep_hpc.runners.quant import run_quant_sweep
+    from effrep_hpc.store.sweep import read_sweep
+
+    sweep = ["quant.sweep.algorithms=[bc,sr]", "quant.sweep.bits=[1]", "quant.sweep.seeds=[0,1]", "train.epochs=2",
+             "train.milestones=[1]", "run.progress=false", "run.threads=1"]
+    config = str(ROOT / "configs/demo/quant_digits.yaml")
+    plan = plan_submission(["quant", "sweep"], config, [f"run.out={tmp_path}/array", *sweep], cluster="local", array=4)
+    sub = submit_plan(plan)
+    final = wait_for(sub.jobs, kind="slurm", poll_s=1, timeout_s=JOB_TIMEOUT)
+    assert len(final) == 4 and set(final.values()) == {"COMPLETED"}, final
+    # each of the four array tasks trained one run, all into the one sweep file
+    for job in sub.step_ids("array"):
+        log = next((plan.folder / job).glob("*_0_log.out")).read_text()
+        assert re.search(r"trained 1 run\(s\) .* on task \d of 4: 1 done", log), log[-2000:]
+    run_quant_sweep(load_config(config, [f"run.out={tmp_path}/serial", *sweep, "quant.backend=serial"]))
+    arr, ser = read_sweep(tmp_path / "array" / "sweep.h5"), read_sweep(tmp_path / "serial" / "sweep.h5")
+    assert [r["status"] for r in arr["runs"]] == ["done"] * 4
+    for a, s in zip(arr["runs"], ser["runs"]):
+        assert (a["algorithm"], a["seed"]) == (s["algorithm"], s["seed"])
+        for name in ("train_loss", "test_acc"):
+            np.testing.assert_array_equal(a["curves"][name], s["curves"][name], err_msg=f"{a['name']} {name}")
+
+
+def test_mpi_sbatch_template_requeues_on_usr2_and_resumes(trained: Path, reference: dict, tmp_path: Path) -> None:
+    surface = tmp_path / "mpi.h5"
+    env = dict(os.environ, EFFREP_PYTHON=sys.executable)
+    cmd = ["sbatch", "--parsable", "--nodes=1", "--ntasks-per-node=2", "--time=10", f"--output={tmp_path}/mpi-%j.out",
+           str(ROOT / "slurm/mpi.sbatch"), "landscape", CONFIG, f"run.out={trained}", f"landscape.surface={surface}", *GRID]
+    job = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=True, timeout=30).stdout.strip()
+    deadline = time.time() + JOB_TIMEOUT
+    while _done_points(surface) < 2:
+        assert time.time() < deadline, "the MPI scan never started"
+        time.sleep(0.05)
+    # --batch: to the batch shell, as SLURM's --signal=B:USR2@... does before the time limit
+    subprocess.run(["scancel", "--batch", "--signal=USR2", job], check=True, timeout=30)
+    while job_info(job).get("JobState") not in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"):
+        assert time.time() < deadline, f"job {job} still {job_info(job).get('JobState')}"
+        time.sleep(1)
+    info = job_info(job)
+    log = (tmp_path / f"mpi-{job}.out").read_text()
+    assert info["JobState"] == "COMPLETED" and info["Restarts"] == "1", log[-3000:]
+    assert "requeueing job" in log and "(restart 1), 2 rank(s)" in log
+    computed = [int(n) for n in re.findall(r"computed (\d+) point\(s\) .* on 2 mpi worker", log)]
+    assert len(computed) == 1 and computed[0] < 30  # the rerun skipped what the first run had written
+    assert_same_surface(surface, reference)

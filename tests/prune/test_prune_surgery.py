@@ -108,6 +108,15 @@ def test_kept_count_rounds_as_the_paper_and_never_reaches_zero() -> None:
         num_keep(8, 1.0)
 
 
+def test_rounding_to_a_multiple_of_channels_rounds_pruned_layers_only() -> None:
+    assert num_keep(32, 0.4, 8) == 16  # 19 kept -> nearest multiple of 8
+    assert num_keep(64, 0.3, 8) == 48  # 44 is halfway: rounds up
+    assert num_keep(12, 0.9, 8) == 8  # never below one block
+    assert num_keep(20, 0.1, 8) == 16  # 18 kept -> 16
+    assert num_keep(22, 0.05, 8) == 22  # 20 kept -> 24 (halfway rounds up), capped at the width
+    assert num_keep(10, 0.0, 8) == 10  # a layer that is not pruned keeps its width
+
+
 def test_surgery_rejects_bad_indices_with_a_message() -> None:
     model = create_model("digits_cnn")
     with pytest.raises(ValueError, match="out of range"):

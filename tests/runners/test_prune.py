@@ -172,3 +172,33 @@ def test_nothing_to_prune_or_a_preset_of_another_model_is_a_clear_error(trained:
         run_prune(config(trained, f"prune.out={tmp_path}"), retrain=False)
     with pytest.raises(ValueError, match="'vgg16-a' is defined for model 'vgg16', not 'digits_vgg'"):
         run_prune(config(trained, "prune.preset=vgg16-a", f"prune.out={tmp_path}"), retrain=False)
+
+
+def test_array_tasks_write_shards_that_merge_into_the_serial_result(trained: Path, tmp_path: Path) -> None:
+    from effrep_hpc.store.sensitivity import merge_sensitivity_shards
+
+    serial = tmp_path / "serial.h5"
+    run_sensitivity(config(trained, *SCAN, f"prune.sensitivity={serial}"))
+    target = tmp_path / "s.h5"
+    shards = [
+        run_sensitivity(config(trained, *SCAN, f"prune.sensitivity={target}", "prune.backend=array",
+                               f"prune.task_id={i}", "prune.num_tasks=2"))
+        for i in range(2)
+    ]
+    assert [s.name for s in shards] == ["s.shard-0-of-2.h5", "s.shard-1-of-2.h5"]
+    assert [int(read_sensitivity(s)["done"].sum()) for s in shards] == [9, 9]
+    _, done, total = merge_sensitivity_shards(shards, target)
+    assert done == total == 18
+    np.testing.assert_array_equal(read_sensitivity(target)["acc"], read_sensitivity(serial)["acc"])
+
+
+def test_short_retraining_per_cell_is_seeded_so_reruns_agree(trained: Path, tmp_path: Path) -> None:
+    one = ["prune.layers=[features.4]", "prune.sensitivity_ratios=[0.75]", "prune.sensitivity_criteria=[l1]"]
+    plain, a, b = tmp_path / "plain.h5", tmp_path / "a.h5", tmp_path / "b.h5"
+    run_sensitivity(config(trained, *one, f"prune.sensitivity={plain}"))
+    for path in (a, b):
+        run_sensitivity(config(trained, *one, "prune.sensitivity_retrain_epochs=1", "prune.retrain_lr=0.01",
+                               f"prune.sensitivity={path}"))
+    assert read_sensitivity(a)["loss"][0, 0, 0] == read_sensitivity(b)["loss"][0, 0, 0]
+    assert read_sensitivity(a)["loss"][0, 0, 0] != read_sensitivity(plain)["loss"][0, 0, 0]
+    assert read_sensitivity(a)["attrs"]["eval"] != read_sensitivity(plain)["attrs"]["eval"]
