@@ -242,8 +242,9 @@ def filters_figure(data: Sensitivity):  # noqa: ANN201 - a matplotlib Figure
         row = data.filter_l1[i]
         row = row[np.isfinite(row)]
         color = cmap(i / max(1, n - 1)) if n > 10 else cmap(i % 10)
-        ax.plot(np.arange(1, row.size + 1), row, color=color, label=data.label(i))
-    ax.set_xlabel("filter index, sorted by L1 norm")
+        # Rank over width, as in the paper, so layers of different widths share one axis.
+        ax.plot(np.arange(1, row.size + 1) / row.size, row, color=color, label=data.label(i))
+    ax.set_xlabel("filter rank / filters in layer (sorted by L1 norm)")
     ax.set_ylabel("L1 norm / largest in layer")
     ax.set_title(f"{data.attrs.get('arch_name', '')} filters ranked by L1 norm", fontsize=10)
     ax.grid(alpha=0.3)

@@ -269,7 +269,14 @@ def submit_plan(plan: Plan, *, local: bool = False, echo: Optional[Echo] = None,
             earlier = [j for j in sub.jobs if j.role == plan.steps[step.after].role]
             dependency = _dependency_of(earlier)
         if kind == "slurm":
-            sub.jobs += _submit_step(step, plan, kind, dataclasses.replace(step.shape, dependency=dependency))
+            try:
+                sub.jobs += _submit_step(step, plan, kind, dataclasses.replace(step.shape, dependency=dependency))
+            except Exception as exc:  # sbatch refused: say what is already queued, so nothing is orphaned silently
+                done = ", ".join(j.job_id for j in sub.jobs)
+                raise RuntimeError(
+                    f"submitting step {index + 1} ({step.role}) failed: {str(exc).strip().splitlines()[-1]}"
+                    + (f". Already submitted: {done} (scancel them, or finish by hand)" if done else "")
+                ) from exc
             continue
         # The local executor has no scheduler to hold a job back: run the steps in order, an array in
         # waves of launch.array_parallelism (default: the CPU count) tasks.

@@ -44,6 +44,7 @@ from typing import Any, Iterator, Optional
 
 import h5py
 import numpy as np
+import yaml
 
 from effrep_hpc.store.curves import create_curves, read_curves, write_row
 from effrep_hpc.store.h5 import FileBusyError, WriterLock, atomic_create, open_readonly, preallocate, provenance, read_attr, set_attrs, sha256_arrays
@@ -160,6 +161,28 @@ def _create(path: Path, runs: list[RunSpec], config_yaml: str, epochs: int) -> N
             preallocate(g, "hist_quant", (HIST_BINS,), np.float64, np.nan)
 
 
+def _differences(old: str, new: str) -> list[str]:
+    """Dotted keys whose values differ between two YAML configs (a line diff if either is not a mapping)."""
+    try:
+        a, b = yaml.safe_load(old), yaml.safe_load(new)
+    except yaml.YAMLError:
+        a = b = None
+    if not (isinstance(a, dict) and isinstance(b, dict)):
+        lines = difflib.unified_diff(old.splitlines(), new.splitlines(), lineterm="", n=0)
+        return [line for line in lines if line[:1] in "+-" and not line.startswith(("+++", "---"))]
+    diffs: list[str] = []
+
+    def walk(x: Any, y: Any, prefix: str) -> None:
+        if isinstance(x, dict) and isinstance(y, dict):
+            for key in sorted(set(x) | set(y), key=str):
+                walk(x.get(key), y.get(key), f"{prefix}.{key}" if prefix else str(key))
+        elif x != y:
+            diffs.append(f"{prefix}: {x!r} -> {y!r}")
+
+    walk(a, b, "")
+    return diffs
+
+
 def _mismatch(f: h5py.File, path: Path, runs: list[RunSpec], epochs: int) -> Optional[str]:
     """Why the file at ``path`` does not hold this sweep (None when it does)."""
     if read_attr(f, "kind") != KIND:
@@ -177,11 +200,7 @@ def _mismatch(f: h5py.File, path: Path, runs: list[RunSpec], epochs: int) -> Opt
     for run in runs:
         old = read_attr(f["runs"][run.name], "config", "") if run.name in f["runs"] else ""
         if old != run.config_yaml:
-            diff = [
-                line for line in difflib.unified_diff(old.splitlines(), run.config_yaml.splitlines(), lineterm="", n=0)
-                if line[:1] in "+-" and not line.startswith(("+++", "---"))
-            ]
-            return f"{path}: {run.name} was made with a different config ({'; '.join(diff[:6])})"
+            return f"{path}: {run.name} was made with a different config ({'; '.join(_differences(old, run.config_yaml)[:6])})"
     return f"{path} was made for a different sweep"
 
 

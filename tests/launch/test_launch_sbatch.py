@@ -169,3 +169,23 @@ def test_executor_slurm_without_sbatch_says_what_to_do(tmp_path: Path, monkeypat
     plan = plan_submission(["train"], CONFIG, [f"run.out={tmp_path}", "launch.executor=slurm"])
     with pytest.raises(ValueError, match="sbatch is not on PATH.*--local"):
         submit_plan(plan)
+
+
+def test_sweeps_are_arrays_writing_one_file_or_merged_shards(tmp_path: Path) -> None:
+    quant = plan_submission(
+        ["quant", "sweep"], str(ROOT / "configs/demo/quant_digits.yaml"),
+        [f"run.out={tmp_path}/q", "quant.sweep.algorithms=[bc,sr]", "quant.sweep.bits=[1]", "quant.sweep.seeds=[0,1]"], array=4,
+    )
+    assert [s.role for s in quant.steps] == ["array"]  # every task writes its runs into the one sweep file
+    assert [t.argv[3:] for t in quant.steps[0].tasks] == [
+        ["quant.backend=array", f"quant.task_id={i}", "quant.num_tasks=4"] for i in range(4)
+    ]
+    assert quant.outputs == [tmp_path / "q" / "sweep.h5"]
+    with pytest.raises(ValueError, match=r"more tasks than there are work items \(4\)"):
+        plan_submission(["quant", "sweep"], str(ROOT / "configs/demo/quant_digits.yaml"),
+                        [f"run.out={tmp_path}/q", "quant.sweep.algorithms=[bc,sr]", "quant.sweep.bits=[1]", "quant.sweep.seeds=[0,1]"], array=5)
+    prune = plan_submission(["prune", "sensitivity"], str(ROOT / "configs/demo/prune_digits.yaml"), [f"run.out={tmp_path}/p"], array=2)
+    assert [s.role for s in prune.steps] == ["array", "merge"]
+    assert prune.steps[0].tasks[1].argv[3:] == ["prune.backend=array", "prune.task_id=1", "prune.num_tasks=2"]
+    shards = [f"{tmp_path}/p/sensitivity.shard-{i}-of-2.h5" for i in range(2)]
+    assert prune.steps[1].tasks[0].argv == ["prune", "merge", *shards, "-o", f"{tmp_path}/p/sensitivity.h5"]

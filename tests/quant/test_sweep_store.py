@@ -75,7 +75,7 @@ def test_reopening_with_another_sweep_names_the_difference(tmp_path: Path) -> No
     path = tmp_path / "sweep.h5"
     prepare_sweep(path, specs(2), config_yaml="", epochs=3)
     assert prepare_sweep(path, specs(2), config_yaml="", epochs=3) == ["pending", "pending"]
-    with pytest.raises(ValueError, match=r"run_0000 was made with a different config \(-  lr: 0.1; \+  lr: 0.2\).*--overwrite"):
+    with pytest.raises(ValueError, match=r"run_0000 was made with a different config \(train.lr: 0.1 -> 0.2\).*--overwrite"):
         prepare_sweep(path, specs(2, lr=0.2), config_yaml="", epochs=3)
     with pytest.raises(ValueError, match="holds 2 runs, the config expands to 3"):
         prepare_sweep(path, specs(3), config_yaml="", epochs=3)
