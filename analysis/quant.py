@@ -110,7 +110,9 @@ def load_sweep(path: str | Path) -> Sweep:
         raise SurfaceError(f"{path} is not a readable HDF5 file: {exc}") from None
     with f:
         if _attr(f, "kind") != KIND:
-            raise SurfaceError(f"{path} is not a quantization sweep file (kind={_attr(f, 'kind')!r}); make one with `effrep quant sweep`")
+            raise SurfaceError(
+                f"{path} is not a quantization sweep file (kind={_attr(f, 'kind')!r}); make one with `effrep quant sweep`"
+            )
         groups = f["runs"]
         runs = []
         for name in sorted(groups, key=lambda n: int(_attr(groups[n], "index"))):
@@ -296,7 +298,8 @@ def histogram_figure(sweep: Sweep) -> Figure:
         if quant is not None:
             ax.bar(centres, quant / max(quant.sum(), 1), width=width, color="tab:orange", alpha=0.8, label="quantized")
         if flt is not None:
-            ax.step(centres, flt / max(flt.sum(), 1), where="mid", color="tab:blue", label="float copy" if key[1] != FLOAT_BITS else "float")
+            label = "float copy" if key[1] != FLOAT_BITS else "float"
+            ax.step(centres, flt / max(flt.sum(), 1), where="mid", color="tab:blue", label=label)
         ax.set_yscale("log")
         ax.set_title(_label(group[0], ["algorithm", "bits"]), fontsize="medium")
         ax.set_xlabel("weight / outermost level" if key[1] != FLOAT_BITS else "weight / one-bit scale")
@@ -431,7 +434,9 @@ def add_commands(sub: Any) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m analysis.quant <command> ...` (the same commands as `python -m analysis`)."""
-    parser = argparse.ArgumentParser(prog="python -m analysis.quant", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m analysis.quant", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_commands(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
     args = parser.parse_args(argv)
     try:

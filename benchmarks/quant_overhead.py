@@ -109,7 +109,10 @@ def main() -> int:
         args.models, args.rounds = args.models[:1], 2
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device))
+    if args.device == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(args.device)
     print(f"device {device}, torch threads {torch.get_num_threads()}, batch {args.batch}, {args.bits} bit, "
           f"{args.rounds} rounds x {args.steps} steps", flush=True)
     worst = 0.0

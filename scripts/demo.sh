@@ -12,16 +12,19 @@ start=$(date +%s)
 
 step() { printf '\n== %s\n' "$*"; }
 
-step "1/3 train the digits CNN ($CONFIG)"
+step "1/5 train the digits CNN ($CONFIG)"
 "$BIN/effrep" train "$CONFIG" run.out="$OUT/train" run.threads=2
 
-step "2/3 2D loss-landscape scan of the trained model on $NP MPI ranks"
+step "2/5 2D loss-landscape scan of the trained model on $NP MPI ranks"
 "$BIN/mpiexec" -n "$NP" "$PY" -m mpi4py -m effrep_hpc.cli landscape "$CONFIG" \
     run.out="$OUT/train" run.threads=1 landscape.surface="$OUT/landscape/surface.h5"
 
-step "3/3 figures and ParaView files from the surface file"
+step "3/5 figures and ParaView files from the surface file"
 "$PY" -m analysis contour "$OUT/landscape/surface.h5" --out "$OUT/figures"
 "$PY" -m analysis render "$OUT/landscape/surface.h5" --out "$OUT/figures" --log --contours 12 --cmap coolwarm
 "$PY" -m analysis vtk "$OUT/landscape/surface.h5" --out "$OUT/figures"
+
+step "4/5 filter pruning: sensitivity on $NP ranks, prune and retrain, speed-up (scripts/demo_prune.sh)"
+OUT="$OUT" NP="$NP" PY="$PY" bash scripts/demo_prune.sh
 
 printf '\ndemo finished in %ss; outputs under %s\n' "$(( $(date +%s) - start ))" "$OUT"

@@ -80,7 +80,11 @@ def get_algorithm(name: str) -> AlgorithmSpec:
 def quantized_layers(model: nn.Module, quantize_first_last: bool = True) -> list[str]:
     """Names of the weights to quantize: every conv and linear weight, in module order (optionally not the
     first and the last such layer, which low-bit networks often keep in float)."""
-    names = [f"{mod_name}.weight" if mod_name else "weight" for mod_name, m in model.named_modules() if isinstance(m, WEIGHT_LAYERS)]
+    names = [
+        f"{mod_name}.weight" if mod_name else "weight"
+        for mod_name, m in model.named_modules()
+        if isinstance(m, WEIGHT_LAYERS)
+    ]
     if not names:
         raise ValueError(f"{type(model).__name__} has no conv or linear layer to quantize")
     if not quantize_first_last:
@@ -96,9 +100,9 @@ def quantized_layers(model: nn.Module, quantize_first_last: bool = True) -> list
 class QuantizedOptimizer(torch.optim.Optimizer):
     """FP/BC/SR/R training of ``model`` with an SGD or Adam step; a drop-in torch optimizer (schedulers work).
 
-    ``bits`` and the Delta rule (``delta_rule``, ``delta``, ``delta_scale``) define each quantized layer's grid; ``clip``
-    keeps BC's float copy inside the grid's range (as BinaryConnect does), so a weight never drifts so far
-    out that it cannot flip back. ``seed`` (or ``generator``, on the parameters' device) drives stochastic
+    ``bits`` and the Delta rule (``delta_rule``, ``delta``, ``delta_scale``) define each quantized layer's
+    grid; ``clip`` keeps BC's float copy inside the grid's range (as BinaryConnect does), so a weight never
+    drifts so far out that it cannot flip back. ``seed`` (or ``generator``, on the parameters' device) drives stochastic
     rounding; its state is part of :meth:`state_dict`.
     """
 
@@ -193,7 +197,8 @@ class QuantizedOptimizer(torch.optim.Optimizer):
         """Per-element Delta and clip limit of the quantized part (one kernel per step instead of one per layer)."""
         qsizes = self._sizes[: len(self.deltas)]
         ref = self._flat
-        self._delta = torch.cat([torch.full((n,), d, dtype=ref.dtype, device=ref.device) for n, d in zip(qsizes, self.deltas)]) if qsizes else ref[:0].clone()
+        parts = [torch.full((n,), d, dtype=ref.dtype, device=ref.device) for n, d in zip(qsizes, self.deltas)]
+        self._delta = torch.cat(parts) if parts else ref[:0].clone()
         self._limit = grid_limit(self._delta, self.bits)
 
     def _clip(self, w: Tensor) -> None:

@@ -77,6 +77,28 @@ def report(label: str, path: str | Path, *, enabled: bool = True) -> None:
         print(f"{label}: {path}", flush=True)
 
 
+def load_model(path: Path, cfg: Any, device: torch.device, setting: str = "the checkpoint path") -> torch.nn.Module:
+    """Rebuild a checkpoint's model (possibly a pruned one) from its arch spec, checking it is the configured one."""
+    from effrep_hpc.models import create_model
+    from effrep_hpc.store.checkpoint import load_checkpoint
+
+    state = load_checkpoint(path)
+    arch_name = state.get("arch_name") or cfg.model.name
+    if arch_name != cfg.model.name:
+        raise ValueError(
+            f"checkpoint {path} holds a {arch_name!r} model but the config says model.name={cfg.model.name!r}; "
+            f"set model.name={arch_name} (or point {setting} at a {cfg.model.name} checkpoint)"
+        )
+    arch = dict(state.get("arch") or cfg.model.kwargs)
+    model = create_model(arch_name, **arch)
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"checkpoint {path} does not fit a {arch_name} built from {arch}: {first}") from None
+    return model.to(device).eval()
+
+
 def resolve_path(value: Optional[str], out: str, default_name: str) -> Path:
     """``value`` if given, else ``<out>/<default_name>``."""
     return Path(value) if value else Path(out) / default_name

@@ -23,7 +23,7 @@ from effrep_hpc.landscape.directions import direction_hash, random_direction, sa
 from effrep_hpc.landscape.evaluate import EvalData, evaluate_points, plan_points_per_pass, subset
 from effrep_hpc.landscape.grid import grid_points, make_tiles, parse_axis
 from effrep_hpc.models import create_model
-from effrep_hpc.runners.common import progress, report, resolve_path, setup_runtime
+from effrep_hpc.runners.common import load_model, progress, report, resolve_path, setup_runtime
 from effrep_hpc.runners.train import dataset_from_config
 from effrep_hpc.store.checkpoint import load_checkpoint
 from effrep_hpc.store.surface import SurfaceSpec, SurfaceWriter, shard_path
@@ -40,25 +40,6 @@ class Directions:
     attrs: dict[str, Any] = field(default_factory=dict)
 
 
-def load_model(path: Path, cfg: Config, device: torch.device) -> torch.nn.Module:
-    """Rebuild the checkpoint's model from its arch spec and weights, checking it is the configured one."""
-    state = load_checkpoint(path)
-    arch_name = state.get("arch_name") or cfg.model.name
-    if arch_name != cfg.model.name:
-        raise ValueError(
-            f"checkpoint {path} holds a {arch_name!r} model but the config says model.name={cfg.model.name!r}; "
-            f"set model.name={arch_name} (or point landscape.checkpoint at a {cfg.model.name} checkpoint)"
-        )
-    arch = dict(state.get("arch") or cfg.model.kwargs)
-    model = create_model(arch_name, **arch)
-    try:
-        model.load_state_dict(state["model"])
-    except (RuntimeError, KeyError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"checkpoint {path} does not fit a {arch_name} built from {arch}: {first}") from None
-    return model.to(device).eval()
-
-
 def build_directions(cfg: Config, model: torch.nn.Module, device: torch.device) -> Directions:
     """The directions the config asks for: a direction file, a target model, a plane, or random."""
     L = cfg.landscape
@@ -72,11 +53,11 @@ def build_directions(cfg: Config, model: torch.nn.Module, device: torch.device) 
             raise ValueError(f"{L.directions} holds only an x direction; set landscape.y=null for a 1D scan")
         return Directions(x, y, {"directions_source": str(L.directions)})
     if L.target:
-        other = load_model(Path(L.target), cfg, device)
+        other = load_model(Path(L.target), cfg, device, "landscape.target")
         return Directions(target_direction(model, other), None, {"directions_source": f"target {L.target}"})
     if L.plane:
-        m2 = load_model(Path(L.plane[0]), cfg, device)
-        m3 = load_model(Path(L.plane[1]), cfg, device)
+        m2 = load_model(Path(L.plane[0]), cfg, device, "landscape.plane")
+        m3 = load_model(Path(L.plane[1]), cfg, device, "landscape.plane")
         x, y, coords = plane_directions(model, m2, m3)
         return Directions(x, y, {"directions_source": f"plane {L.plane}", "plane_coords": coords})
     x = random_direction(model, L.xseed, L.norm, L.bias_bn)
@@ -122,7 +103,7 @@ def run_landscape(cfg: Config, *, overwrite: bool = False) -> Optional[Path]:
         raise ValueError("landscape.target interpolates in 1D: set landscape.y=null")
     checkpoint = resolve_path(L.checkpoint, cfg.run.out, "checkpoint.pt")
     surface = resolve_path(L.surface, cfg.run.out, "surface.h5")
-    model = load_model(checkpoint, cfg, device)
+    model = load_model(checkpoint, cfg, device, "landscape.checkpoint")
     dataset = dataset_from_config(cfg, device)
     data = eval_data(cfg, dataset)
     with torch.no_grad():

@@ -52,7 +52,7 @@ from effrep_hpc.prune import (
     select_filters,
 )
 from effrep_hpc.prune.cost import group_flops
-from effrep_hpc.runners.common import progress, report, resolve_path, setup_runtime
+from effrep_hpc.runners.common import load_model, progress, report, resolve_path, setup_runtime
 from effrep_hpc.runners.train import dataset_from_config, run_train
 from effrep_hpc.store.checkpoint import load_checkpoint, save_checkpoint
 from effrep_hpc.store.curves import MetricsFile
@@ -74,21 +74,7 @@ PLAN_KEYS = (
 
 def load_source_model(path: Path, cfg: Config, device: torch.device) -> nn.Module:
     """The trained model of a checkpoint, rebuilt from its arch spec (it may itself be a pruned one)."""
-    state = load_checkpoint(path)
-    arch_name = state.get("arch_name") or cfg.model.name
-    if arch_name != cfg.model.name:
-        raise ValueError(
-            f"checkpoint {path} holds a {arch_name!r} model but the config says model.name={cfg.model.name!r}; "
-            f"set model.name={arch_name} (or point prune.checkpoint at a {cfg.model.name} checkpoint)"
-        )
-    arch = dict(state.get("arch") or cfg.model.kwargs)
-    model = create_model(arch_name, **arch)
-    try:
-        model.load_state_dict(state["model"])
-    except (RuntimeError, KeyError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"checkpoint {path} does not fit a {arch_name} built from {arch}: {first}") from None
-    return model.to(device).eval()
+    return load_model(path, cfg, device, "prune.checkpoint")
 
 
 def _check_classes(model: nn.Module, dataset: Any, path: Path) -> None:

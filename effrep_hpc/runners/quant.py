@@ -117,7 +117,13 @@ def quant_optimizer(cfg: Config, model: torch.nn.Module) -> QuantizedOptimizer:
 
 
 def _checkpoint_payload(
-    model: torch.nn.Module, opt: QuantizedOptimizer, sched: Any, gen: torch.Generator, epoch: int, config_yaml: str, curves: list[dict[str, float]]
+    model: torch.nn.Module,
+    opt: QuantizedOptimizer,
+    sched: Any,
+    gen: torch.Generator,
+    epoch: int,
+    config_yaml: str,
+    curves: list[dict[str, float]],
 ) -> dict[str, Any]:
     return {
         "kind": "quant",
@@ -351,7 +357,11 @@ def run_quant_sweep(cfg: Config, *, overwrite: bool = False, retry_failed: bool 
         bar.close()
     if not is_main:
         return None
-    skipped = len(plan) - len(todo) if not is_array else (backend.bounds(len(plan))[1] - backend.bounds(len(plan))[0]) - len(todo)  # type: ignore[attr-defined]
+    mine = len(plan)
+    if is_array:
+        lo, hi = backend.bounds(len(plan))  # type: ignore[attr-defined]
+        mine = hi - lo
+    skipped = mine - len(todo)
     where = f"task {backend.rank + 1} of {backend.size}" if is_array else f"{backend.size} {backend.kind} worker(s)"
     print(
         f"trained {len(todo)} run(s) in {time.perf_counter() - began:.1f}s on {where}: {counts['done']} done, "

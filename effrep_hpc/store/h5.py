@@ -185,3 +185,15 @@ def open_readonly(path: str | Path) -> h5py.File:
         return h5py.File(path, "r", locking=False)
     except OSError as exc:
         raise OSError(f"{path} is not a readable HDF5 file: {exc}") from None
+
+
+def check_shards(shards: list[Path], kind: str) -> None:
+    """Refuse an empty shard list, missing files, or a first shard that is not a ``kind`` file."""
+    if not shards:
+        raise ValueError("no shard files given")
+    missing = [str(s) for s in shards if not Path(s).is_file()]
+    if missing:
+        raise FileNotFoundError(f"shard file(s) not found: {', '.join(missing)}")
+    with open_readonly(shards[0]) as f:
+        if read_attr(f, "kind") != kind:
+            raise ValueError(f"{shards[0]} is not a {kind} shard (kind={read_attr(f, 'kind')!r})")

@@ -15,7 +15,7 @@ from typing import Any, Optional
 import h5py
 import numpy as np
 
-from effrep_hpc.store.h5 import WriterLock, atomic_create, open_readonly, preallocate, provenance, read_attr, set_attrs
+from effrep_hpc.store.h5 import check_shards, WriterLock, atomic_create, open_readonly, preallocate, provenance, read_attr, set_attrs
 
 SCHEMA_VERSION = 1
 KIND = "surface"
@@ -232,14 +232,8 @@ def spec_from_file(f: h5py.File) -> SurfaceSpec:
 
 def merge_shards(shards: list[Path], output: Path, *, overwrite: bool = False) -> tuple[Path, int, int]:
     """Copy the done points of every shard into ``output`` (created or, if compatible, completed)."""
-    if not shards:
-        raise ValueError("no shard files given")
-    missing = [str(s) for s in shards if not Path(s).is_file()]
-    if missing:
-        raise FileNotFoundError(f"shard file(s) not found: {', '.join(missing)}")
+    check_shards(shards, KIND)
     with open_readonly(shards[0]) as f:
-        if read_attr(f, "kind") != KIND:
-            raise ValueError(f"{shards[0]} is not a surface shard (kind={read_attr(f, 'kind')!r})")
         spec = spec_from_file(f)
     with SurfaceWriter(output, spec, overwrite=overwrite) as out:
         for shard in shards:

@@ -47,7 +47,17 @@ import numpy as np
 import yaml
 
 from effrep_hpc.store.curves import create_curves, read_curves, write_row
-from effrep_hpc.store.h5 import FileBusyError, WriterLock, atomic_create, open_readonly, preallocate, provenance, read_attr, set_attrs, sha256_arrays
+from effrep_hpc.store.h5 import (
+    FileBusyError,
+    WriterLock,
+    atomic_create,
+    open_readonly,
+    preallocate,
+    provenance,
+    read_attr,
+    set_attrs,
+    sha256_arrays,
+)
 
 SCHEMA_VERSION = 1
 KIND = "quant_sweep"
