@@ -125,10 +125,15 @@ MinJobAge=3600
 ReturnToService=2
 SlurmdTimeout=60
 InactiveLimit=0
-$node_line State=UNKNOWN
+$node_line NodeAddr=127.0.0.1 State=UNKNOWN
 PartitionName=$PARTITION Nodes=$host Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
 EOF
-    mv "$CONF.tmp" "$CONF"
+    if [[ -e "$CONF" ]] && cmp -s "$CONF.tmp" "$CONF"; then
+        rm -f "$CONF.tmp"
+    else
+        mv "$CONF.tmp" "$CONF"
+        CONFIG_CHANGED=1
+    fi
     # slurmd 22.05 always loads a cgroup plugin (autodetected, v1 or v2) even though no job is
     # confined by it; a cgroup.conf left by an earlier version of this script would get in the way.
     if [[ -e "$CONF_DIR/cgroup.conf" ]] && grep -qF "$MARKER" "$CONF_DIR/cgroup.conf"; then
@@ -144,7 +149,13 @@ start() {
     need_root start
     install_packages
     start_munge
+    CONFIG_CHANGED=0
     write_config
+    if ((CONFIG_CHANGED)) && { pid_alive "$STATE_DIR/slurmctld.pid" || pid_alive "$STATE_DIR/slurmd.pid"; }; then
+        log "slurm.conf changed: restarting the daemons"
+        stop_daemon slurmd "$STATE_DIR/slurmd.pid"
+        stop_daemon slurmctld "$STATE_DIR/slurmctld.pid"
+    fi
     if ! pid_alive "$STATE_DIR/slurmctld.pid"; then
         log "starting slurmctld (log: $STATE_DIR/log/slurmctld.log)"
         # -i: ignore state from an older config instead of refusing to start
