@@ -21,13 +21,18 @@ venv: $(STAMP)
 demo: $(STAMP)
 	OUT=$(OUT) NP=$(NP) PY=$(PY) bash scripts/demo.sh
 
+# The SLURM tests run against a real one-node SLURM that slurm/local-cluster.sh installs and starts.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
 test: $(STAMP)
+	$(SUDO) bash slurm/local-cluster.sh start
 	$(PY) -m pytest -q
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
 
 test-all: $(STAMP)
+	$(SUDO) bash slurm/local-cluster.sh start
 	$(PY) -m pytest -q -m "slow or not slow"
 
 bench: $(STAMP)

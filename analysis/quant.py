@@ -146,10 +146,7 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def summarize(sweep: Sweep, by: Sequence[str] | None = None) -> list[dict[str, Any]]:
-    """Rows of final test error and training loss (mean, sample std over the done runs) per group.
-
-    ``by`` defaults to (algorithm, bits) plus every other grid key except the seed that varies.
-    """
+    """Final test error and training loss (mean, sample std over done runs) per (algorithm, bits, varying lr/batch)."""
     if by is None:
         by = ["algorithm", "bits"] + [k for k in sweep.varying(("lr", "batch_size"))]
     groups: dict[tuple, list[SweepRun]] = defaultdict(list)
@@ -218,10 +215,7 @@ def _groups(runs: Sequence[SweepRun], keys: Sequence[str]) -> dict[tuple, list[S
 
 
 def curves_figure(sweep: Sweep, metric: str = "train_loss", *, log: bool | None = None) -> Figure:
-    """Per-epoch ``metric`` (mean over seeds, band = min..max) per algorithm; one panel per bit width.
-
-    FP runs appear in every panel as the reference.
-    """
+    """Per-epoch ``metric`` per algorithm (mean over seeds, band min..max), one panel per bit width, FP in each."""
     quant_bits = sorted({r.bits for r in sweep.runs if r.bits != FLOAT_BITS}) or [FLOAT_BITS]
     extra = [k for k in sweep.varying(("lr", "batch_size"))]
     fig = new_figure(4.2 * len(quant_bits), 3.6)
@@ -267,10 +261,11 @@ def error_vs_figure(sweep: Sweep, param: str, metric: str = "test_error") -> Fig
         if param == "bits":  # FP has no bit width: draw it as a reference level
             mean, _ = _mean_std([r.final(metric) for r in group])
             ax.axhline(mean, linestyle="--", color="grey", label=f"{r_key[0].upper()} (float)")
+    values = sorted({getattr(r, param) for r in runs})
     if param in ("lr", "batch_size"):
         ax.set_xscale("log")
-    if param == "bits":
-        ax.set_xticks(sorted({r.bits for r in runs}))
+        ax.minorticks_off()
+    ax.set_xticks(values, [f"{v:g}" for v in values])
     ax.set_xlabel({"lr": "learning rate", "batch_size": "batch size", "bits": "bits"}[param])
     ax.set_ylabel(metric.replace("_", " ") + (" (%)" if metric.endswith("_error") else ""))
     ax.grid(alpha=0.3)

@@ -18,8 +18,8 @@ printf '\n== quant 1/3: FP, BC and SR at 1 bit x 2 seeds on %s MPI ranks (%s)\n'
 
 printf '\n== quant 2/3: final test error per (algorithm, bits), mean ± std over seeds\n'
 "$PY" -m analysis quant-table "$OUT/quant/sweep.h5"
-"$PY" -m analysis quant-plots "$OUT/quant/sweep.h5" --out "$OUT/figures"
+"$PY" -m analysis quant-plots "$OUT/quant/sweep.h5" --out "$OUT/figures/quant"
 
 printf '\n== quant 3/3: exact stationary excess loss E[f] - f* of SR and BC for f = w^2/2, noise +-1, grid 1\n'
 "$PY" -m effrep_hpc.cli quant markov --mu 1 --sigma 1 --delta 1 --lr 0.3 0.1 0.03 0.01 0.003 0.001 \
-    --plot "$OUT/figures/quant_markov.png"
+    --plot "$OUT/figures/quant/markov.png"

@@ -31,6 +31,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
         raise UserError(f"expected key=value overrides after the config file, got {bad}")
     plan = plan_submission(words, config, overrides, cluster=args.cluster, array=args.array, folder=args.folder, after=args.after)
     kind = resolve_executor(plan.cfg.launch, args.local)
+    if kind == "local" and args.after:
+        raise UserError("--after needs SLURM: the local executor has no queue to hold a job back; run the jobs in order")
     if args.dry_run:
         print("\n".join(plan_lines(plan, kind)))
         return 0
@@ -43,16 +45,17 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if kind == "local":
         say("no SLURM here (or --local): running the jobs through submitit's local executor and waiting for them")
     try:
-        sub = submit_plan(plan, local=args.local, echo=say)
+        sub = submit_plan(plan, local=args.local, echo=say, poll_s=min(args.poll, 1.0))
     except RuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    if args.json and not args.wait:
-        print(json.dumps(_submission_json(sub), indent=1))
-    else:
+    waits = args.wait or kind == "local"
+    if not args.json:
         print("\n".join(submission_lines(sub)), flush=True)
-    if kind == "slurm" and not args.wait:
-        if not args.json:
+    if not waits:
+        if args.json:
+            print(json.dumps(_submission_json(sub), indent=1))
+        else:
             print(f"follow progress: effrep status {plan.outputs[0] if plan.outputs else plan.cfg.run.out}")
         return 0
     if kind == "slurm":

@@ -78,8 +78,7 @@ def get_algorithm(name: str) -> AlgorithmSpec:
 
 
 def quantized_layers(model: nn.Module, quantize_first_last: bool = True) -> list[str]:
-    """Names of the weights to quantize: every conv and linear weight, in module order (optionally not the
-    first and the last such layer, which low-bit networks often keep in float)."""
+    """Names of the weights to quantize: every conv and linear weight in module order, or all but the first and last."""
     names = [
         f"{mod_name}.weight" if mod_name else "weight"
         for mod_name, m in model.named_modules()
@@ -300,8 +299,8 @@ class QuantizedOptimizer(torch.optim.Optimizer):
         return float((now != before).double().mean()) if now.numel() else 0.0
 
     def histograms(self, bins: int, limit: float) -> dict[str, Optional[Tensor]]:
-        """Counts of the float copy and of the quantized weights in grid units over ``bins`` bins of
-        [-limit, limit] (values beyond go to the edge bins); None where the algorithm has no such weights."""
+        """Counts of the float copy and the quantized weights in grid units over [-limit, limit] (None: no such weights)."""
+        # values beyond the range go to the edge bins, so the counts always add up to the number of weights
 
         def hist(w: Optional[Tensor]) -> Optional[Tensor]:
             if w is None:

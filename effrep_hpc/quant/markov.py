@@ -24,10 +24,11 @@ below. For ``1 < a mu < 2``, ``|v - w*| <= |1 - a mu||w - w*| + a sigma`` and ro
 so the grid points within ``R = (a sigma + D) / (1 - |1 - a mu|)`` of ``w*`` are closed. The chain is solved
 on that finite set: it never leaves it, so nothing is cut off. (``a mu >= 2`` diverges and is refused.)
 
-*Why SR stalls.* For small ``a`` every move is to a neighbour, with probability proportional to ``a``
-(``P(j -> j-1) = a (mu(jD - w*) + sigma) / 2D``-like terms): a birth-death chain whose up/down ratios do not
-depend on ``a``. The stationary law, hence the excess loss, stops depending on ``a`` once ``a`` is small:
-lowering the learning rate only slows SR down.
+*Why SR stalls.* Once ``a |g| < D`` for every state, each move goes to a neighbour: from ``jD`` down with
+probability ``(a / 2D) sum_s max(g_s, 0)`` and up with ``(a / 2D) sum_s max(-g_s, 0)``, where
+``g_s = mu (jD - w*) + s sigma``. Both are proportional to ``a``, so the chain is a birth-death chain whose
+up/down ratios, hence its stationary law and excess loss, do not depend on ``a`` at all: lowering the
+learning rate only slows SR down.
 
 BC: ``w_r <- w_r - a g(Q_d(w_r))``
 ----------------------------------
@@ -157,8 +158,8 @@ def _solve_closed(P: sp.csr_matrix, ref: int) -> np.ndarray:
 
 
 def stationary_distribution(P: sp.spmatrix, start: np.ndarray) -> tuple[np.ndarray, int]:
-    """Stationary law of the finite chain ``P`` reached from the distribution ``start``; also the number of
-    closed classes (when there are several, each gets the probability of being absorbed into it)."""
+    """Stationary law of the finite chain ``P`` reached from ``start``, and its number of closed classes."""
+    # With several closed classes each one gets the probability of being absorbed into it from ``start``.
     P = sp.csr_matrix(P)
     n = P.shape[0]
     ncomp, labels = connected_components(P, directed=True, connection="strong")

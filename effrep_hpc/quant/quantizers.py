@@ -58,11 +58,8 @@ def grid_limit(delta: float | Tensor, bits: int) -> float | Tensor:
 
 
 def snap_tolerance(bits: int) -> float:
-    """How far (in units of Delta) ``w/Delta - 1/2`` may sit from an integer and still count as on the grid.
-
-    A level computed as ``(j + 1/2) * Delta`` in float32 divides back to ``j`` only up to a few ulps of
-    ``2**(bits-1)``; 8 ulps of that is the tolerance.
-    """
+    """How far (in units of Delta) ``w/Delta - 1/2`` may sit from an integer and still count as on the grid."""
+    # A level computed as (j + 1/2) * Delta in float32 divides back to j only up to a few ulps of 2**(bits-1).
     return 2.0 ** (check_bits(bits) - 1) * 2.0**-20
 
 
@@ -74,10 +71,9 @@ def quantize_det(w: Tensor, delta: float | Tensor, bits: int) -> Tensor:
 
 
 def quantize_stoch(w: Tensor, delta: float | Tensor, bits: int, generator: Optional[torch.Generator] = None) -> Tensor:
-    """Q_s: round ``clip(w)`` to one of its two neighbouring levels at random, unbiased: E[Q_s(w)] = clip(w).
-
-    A value already on the grid (within :func:`snap_tolerance`) stays exactly where it is.
-    """
+    """Q_s: round ``clip(w)`` to one of its two neighbouring levels at random, unbiased: E[Q_s(w)] = clip(w)."""
+    # A value already on the grid (within snap_tolerance) stays exactly where it is: float noise in w/Delta must
+    # not make a weight of a fully quantized net hop with probability 1e-7.
     half = num_levels(bits) // 2
     tol = snap_tolerance(bits)
     y = (w / delta - 0.5).clamp_(-half, half - 1)  # levels sit at the integers of y

@@ -193,7 +193,8 @@ def run_landscape(cfg: Config, *, overwrite: bool = False) -> Optional[Path]:
         rate = todo / elapsed if elapsed > 0 else float("nan")
         print(f"computed {todo} point(s) in {elapsed:.1f}s ({rate:.2f} points/s) on {backend.size} {backend.kind} worker(s)", flush=True)
         if is_array:
-            print(f"this is shard {backend.rank + 1} of {backend.size}; when all are done: effrep merge "
-                  f"{shard_path(surface, 0, backend.size).name.replace('-0-of-', '-*-of-')} -o {surface}", flush=True)
+            pattern = shard_path(surface, 0, backend.size).with_name(
+                shard_path(surface, 0, backend.size).name.replace("-0-of-", "-*-of-"))
+            print(f"shard {backend.rank} of tasks 0..{backend.size - 1}; when all are done: effrep merge {pattern} -o {surface}", flush=True)
         report("surface", target)
     return target

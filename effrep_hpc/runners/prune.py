@@ -347,8 +347,9 @@ def run_sensitivity(cfg: Config, *, overwrite: bool = False) -> Optional[Path]:
             flush=True,
         )
         if is_array:
-            print(f"this is shard {backend.rank + 1} of {backend.size}; when all are done: effrep prune merge "
-                  f"{sensitivity_shard_path(path, 0, backend.size).name.replace('-0-of-', '-*-of-')} -o {path}", flush=True)
+            first = sensitivity_shard_path(path, 0, backend.size)
+            pattern = first.with_name(first.name.replace("-0-of-", "-*-of-"))
+            print(f"shard {backend.rank} of tasks 0..{backend.size - 1}; when all are done: effrep prune merge {pattern} -o {path}", flush=True)
         report("sensitivity", target)
     return target
 

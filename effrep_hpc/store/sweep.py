@@ -223,10 +223,7 @@ def prepare_sweep(
     overwrite: bool = False,
     timeout: float = DEFAULT_LOCK_TIMEOUT,
 ) -> list[str]:
-    """Create the sweep file (or check that the existing one holds this sweep) and return every run's status.
-
-    With ``overwrite`` an existing file and its per-run checkpoints are deleted first.
-    """
+    """Create the sweep file, or check the existing one holds this sweep (``overwrite``: start over); return statuses."""
     path = Path(path)
     names = [r.name for r in runs]
     if len(set(names)) != len(names):

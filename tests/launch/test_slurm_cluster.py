@@ -6,7 +6,6 @@ half in all on two cores, most of it SLURM scheduling and Python start-up in eac
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
