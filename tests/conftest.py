@@ -17,3 +17,18 @@ try:
     torch.set_num_threads(1)
 except ImportError:  # the analysis tests must also run where torch is absent
     pass
+
+
+_SESSION_START = __import__("time").time()
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:  # noqa: ANN001 - pytest hook signature
+    """Remove the shared-memory segments MPICH left in /dev/shm during this session (it never does)."""
+    import glob
+
+    for path in glob.glob("/dev/shm/mpich_shm_*"):
+        try:
+            if os.stat(path).st_mtime >= _SESSION_START:
+                os.unlink(path)
+        except OSError:
+            pass
