@@ -30,6 +30,7 @@ setup(
         "h5py>=3.8",
         "pyyaml>=6",
         "scikit-learn>=1.2",
+        "scipy>=1.9",
         "mnist1d>=0.0.2",
         "matplotlib>=3.7",
         "tqdm>=4.60",

@@ -27,4 +27,7 @@ step "3/5 figures and ParaView files from the surface file"
 step "4/5 filter pruning: sensitivity on $NP ranks, prune and retrain, speed-up (scripts/demo_prune.sh)"
 OUT="$OUT" NP="$NP" PY="$PY" bash scripts/demo_prune.sh
 
+step "5/5 quantized training: FP vs BinaryConnect vs stochastic rounding at 1 bit on $NP ranks (scripts/demo_quant.sh)"
+OUT="$OUT" NP="$NP" PY="$PY" bash scripts/demo_quant.sh
+
 printf '\ndemo finished in %ss; outputs under %s\n' "$(( $(date +%s) - start ))" "$OUT"

@@ -88,6 +88,8 @@ def cmd_quant_markov(args: argparse.Namespace) -> int:
         for lr in args.lr:
             key = repr(float(lr))
             print(f"{lr:>10g}  {result['excess']['sr'][key]:>12.6g}  {result['excess']['bc'][key]:>12.6g}")
+        if p["bc_limit"] > 0:
+            print(f"(w* is off the grid: BC's excess tends to {p['bc_limit']:.6g} as lr -> 0, SR's stays at its plateau)")
     if args.plot:
         from analysis.common import save_figure
         from analysis.quant import markov_figure

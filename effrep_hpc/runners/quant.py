@@ -274,6 +274,9 @@ def run_quant_train(cfg: Config, *, overwrite: bool = False) -> QuantTrainOutput
 
     try:
         result = train_run(cfg, dataset, device, checkpoint=ckpt, on_epoch=on_epoch)
+        # epochs restored from the checkpoint are rewritten too, in case metrics.h5 was lost or recreated
+        for row in result.curves:
+            metrics.write_epoch(int(row["epoch"]) - 1, row)
     finally:
         bar.close()
         metrics.close()
@@ -365,7 +368,7 @@ def run_quant_sweep(cfg: Config, *, overwrite: bool = False, retry_failed: bool 
     where = f"task {backend.rank + 1} of {backend.size}" if is_array else f"{backend.size} {backend.kind} worker(s)"
     print(
         f"trained {len(todo)} run(s) in {time.perf_counter() - began:.1f}s on {where}: {counts['done']} done, "
-        f"{counts['failed']} failed; {skipped} already finished",
+        f"{counts['failed']} failed; {skipped} already done or failed",
         flush=True,
     )
     report("sweep", path)

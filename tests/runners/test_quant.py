@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -66,6 +67,10 @@ def test_train_resumes_and_exports_a_packed_binary_model(tmp_path: Path, capsys:
     assert first.final["test_acc"] > 50, "a binary MLP should learn digits in 3 epochs"
     again = run_quant_train(cfg)  # finished: nothing is retrained
     assert again.final == first.final
+    with h5py.File(first.metrics, "r") as f:
+        assert f["done"][()].all()
+        np.testing.assert_array_equal(f["train_loss"][()], [row["train_loss"] for row in load_checkpoint(first.checkpoint)["curves"]])
+        assert f["changed"][()].max() > 0, "some binary weights flip in every epoch of early training"
 
     packed = tmp_path / "model.packed.pt"
     assert effrep_main(["quant", "export", str(first.checkpoint), "-o", str(packed)]) == 0
@@ -150,7 +155,7 @@ def test_killed_sweep_resumes_without_losing_finished_runs(tmp_path: Path) -> No
     assert all(checkpoints.get(name, 0) >= 1 for name in interrupted)
 
     out = effrep("quant", "sweep", *args).stdout
-    assert f"trained {6 - len(finished)} run(s)" in out and f"{len(finished)} already finished" in out
+    assert f"trained {6 - len(finished)} run(s)" in out and f"{len(finished)} already done or failed" in out
     after = read_sweep(sweep)["runs"]
     assert [r["status"] for r in after] == ["done"] * 6
     for r in after:
