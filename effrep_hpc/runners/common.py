@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional, TypeVar
 
 import torch
 
@@ -97,6 +97,30 @@ def load_model(path: Path, cfg: Any, device: torch.device, setting: str = "the c
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ValueError(f"checkpoint {path} does not fit a {arch_name} built from {arch}: {first}") from None
     return model.to(device).eval()
+
+
+W = TypeVar("W")
+
+
+def open_writer_everywhere(backend: Any, make_writer: Callable[[], W]) -> tuple[Optional[W], Any]:
+    """Open the output on the writer and tell every rank what is pending, in one collective.
+
+    An error while opening (a busy or mismatching file) reaches every rank, so none is left waiting;
+    the writer re-raises its original exception.
+    """
+    writer: Optional[W] = None
+    error: Optional[BaseException] = None
+    if backend.is_writer:
+        try:
+            writer = make_writer()
+        except (ValueError, RuntimeError, OSError) as exc:
+            error = exc
+    problem, pending = backend.broadcast((str(error) if error else None, writer.pending() if writer is not None else None))
+    if error is not None:
+        raise error
+    if problem:
+        raise ValueError(problem)
+    return writer, pending
 
 
 def resolve_path(value: Optional[str], out: str, default_name: str) -> Path:

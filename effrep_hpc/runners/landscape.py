@@ -23,7 +23,7 @@ from effrep_hpc.landscape.directions import direction_hash, random_direction, sa
 from effrep_hpc.landscape.evaluate import EvalData, evaluate_points, plan_points_per_pass, subset
 from effrep_hpc.landscape.grid import grid_points, make_tiles, parse_axis
 from effrep_hpc.models import create_model
-from effrep_hpc.runners.common import load_model, progress, report, resolve_path, setup_runtime
+from effrep_hpc.runners.common import load_model, open_writer_everywhere, progress, report, resolve_path, setup_runtime
 from effrep_hpc.runners.train import dataset_from_config
 from effrep_hpc.store.checkpoint import load_checkpoint
 from effrep_hpc.store.surface import SurfaceSpec, SurfaceWriter, shard_path
@@ -127,21 +127,10 @@ def run_landscape(cfg: Config, *, overwrite: bool = False) -> Optional[Path]:
     )
     is_array = backend.kind == "array"
     target = shard_path(surface, backend.rank, backend.size) if is_array else surface
-    writer: Optional[SurfaceWriter] = None
-    problem: Optional[str] = None
-    if backend.is_writer:
-        try:
-            extra = {"shard_task": backend.rank, "shard_count": backend.size} if is_array else {}
-            writer = SurfaceWriter(target, spec, overwrite=overwrite, extra_attrs=extra)
-        except (ValueError, RuntimeError, OSError) as exc:
-            problem = str(exc)
-            if backend.size == 1 or is_array:
-                raise
-    # One collective at the start: every rank learns the pending points (or the writer's error).
-    shared = backend.broadcast((problem, writer.pending() if writer is not None else None))
-    problem, pending = shared  # type: ignore[misc]
-    if problem:
-        raise ValueError(problem)
+    extra = {"shard_task": backend.rank, "shard_count": backend.size} if is_array else {}
+    writer, pending = open_writer_everywhere(
+        backend, lambda: SurfaceWriter(target, spec, overwrite=overwrite, extra_attrs=extra)
+    )
     _, coords = grid_points(x_axis, y_axis)
     k = plan_points_per_pass(
         model, data, bn=L.bn, loss=L.loss, batch_size=L.batch_size, points_per_pass=L.points_per_pass or "auto"

@@ -52,7 +52,7 @@ from effrep_hpc.prune import (
     select_filters,
 )
 from effrep_hpc.prune.cost import group_flops
-from effrep_hpc.runners.common import load_model, progress, report, resolve_path, setup_runtime
+from effrep_hpc.runners.common import load_model, open_writer_everywhere, progress, report, resolve_path, setup_runtime
 from effrep_hpc.runners.train import dataset_from_config, run_train
 from effrep_hpc.store.checkpoint import load_checkpoint, save_checkpoint
 from effrep_hpc.store.curves import MetricsFile
@@ -288,20 +288,10 @@ def run_sensitivity(cfg: Config, *, overwrite: bool = False) -> Optional[Path]:
     )
     is_array = backend.kind == "array"
     target = sensitivity_shard_path(path, backend.rank, backend.size) if is_array else path
-    writer: Optional[SensitivityWriter] = None
-    problem: Optional[str] = None
-    if backend.is_writer:
-        try:
-            extra = {"shard_task": backend.rank, "shard_count": backend.size} if is_array else {}
-            writer = SensitivityWriter(target, spec, overwrite=overwrite, extra_attrs=extra)
-        except (ValueError, RuntimeError, OSError) as exc:
-            problem = str(exc)
-            if backend.size == 1 or is_array:
-                raise
-    # One collective at the start: every rank learns the pending cells (or the writer's error).
-    problem, pending = backend.broadcast((problem, writer.pending() if writer is not None else None))  # type: ignore[misc]
-    if problem:
-        raise ValueError(problem)
+    extra = {"shard_task": backend.rank, "shard_count": backend.size} if is_array else {}
+    writer, pending = open_writer_everywhere(
+        backend, lambda: SensitivityWriter(target, spec, overwrite=overwrite, extra_attrs=extra)
+    )
     if is_array:
         # Each task owns a fixed block of the whole scan, so a requeued task keeps its block.
         done_here = writer.done_mask() if writer is not None else np.zeros(spec.num_cells, bool)

@@ -197,3 +197,71 @@ def check_shards(shards: list[Path], kind: str) -> None:
     with open_readonly(shards[0]) as f:
         if read_attr(f, "kind") != kind:
             raise ValueError(f"{shards[0]} is not a {kind} shard (kind={read_attr(f, 'kind')!r})")
+
+
+class ResumableWriter:
+    """The single writer of a preallocated file with a ``done`` mask: lock, create or resume, refuse others.
+
+    Subclasses set ``what`` (e.g. "scan") and ``setting`` (the config key naming the file) for messages,
+    and implement ``_differences(f, spec)`` (why an existing file is not this job's) and
+    ``_create(path, spec, extra_attrs)``.
+    """
+
+    what = "file"
+    setting = "another output path"
+
+    def __init__(self, path: str | Path, spec: Any, *, overwrite: bool = False, extra_attrs: dict[str, Any] | None = None) -> None:
+        self.path = Path(path)
+        self.spec = spec
+        self.file: h5py.File | None = None
+        self.lock = WriterLock(self.path)
+        self.lock.acquire()
+        try:
+            self.resumed = False
+            if self.path.exists() and not overwrite:
+                with open_readonly(self.path) as f:
+                    diffs = self._differences(f, spec)
+                if diffs:
+                    raise ValueError(
+                        f"{self.path} holds a different {self.what}, so it cannot be resumed: " + "; ".join(diffs)
+                        + f". Use --overwrite to start over (its values will be lost) or choose another {self.setting}."
+                    )
+                self.resumed = True
+            else:
+                self._create(self.path, spec, extra_attrs or {})
+            self.file = h5py.File(self.path, "r+")
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _differences(self, f: h5py.File, spec: Any) -> list[str]:
+        raise NotImplementedError
+
+    def _create(self, path: Path, spec: Any, extra_attrs: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def _open_file(self) -> h5py.File:
+        if self.file is None:
+            raise ValueError(f"{self.path} is closed")
+        return self.file
+
+    def done_mask(self) -> np.ndarray:
+        """The done mask, flattened in C order."""
+        return self._open_file()["done"][()].reshape(-1)
+
+    def pending(self) -> np.ndarray:
+        """Flat indices of the entries not yet done, ascending."""
+        return np.flatnonzero(~self.done_mask())
+
+    def close(self) -> None:
+        """Close the file and release the lock."""
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+        self.lock.release()
+
+    def __enter__(self) -> "ResumableWriter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

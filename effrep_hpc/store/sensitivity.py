@@ -29,7 +29,7 @@ from typing import Any, Optional
 import h5py
 import numpy as np
 
-from effrep_hpc.store.h5 import check_shards, WriterLock, atomic_create, open_readonly, preallocate, provenance, read_attr, set_attrs
+from effrep_hpc.store.h5 import ResumableWriter, check_shards, atomic_create, open_readonly, preallocate, provenance, read_attr, set_attrs
 
 SCHEMA_VERSION = 1
 KIND = "sensitivity"
@@ -142,74 +142,29 @@ def _create(path: Path, spec: SensitivitySpec, extra_attrs: dict[str, Any]) -> N
         preallocate(f, "done", shape, bool, False).attrs["axes"] = axes
 
 
-class SensitivityWriter:
+class SensitivityWriter(ResumableWriter):
     """The single writer of a sensitivity file (or an array task's shard): holds the lock and the file."""
 
-    def __init__(
-        self,
-        path: str | Path,
-        spec: SensitivitySpec,
-        *,
-        overwrite: bool = False,
-        extra_attrs: Optional[dict[str, Any]] = None,
-    ) -> None:
-        self.path = Path(path)
-        self.spec = spec
-        self.lock = WriterLock(self.path)
-        self.lock.acquire()
-        try:
-            self.resumed = False
-            if self.path.exists() and not overwrite:
-                with open_readonly(self.path) as f:
-                    diffs = _differences(f, spec)
-                if diffs:
-                    raise ValueError(
-                        f"{self.path} holds a different sensitivity scan, so it cannot be resumed: " + "; ".join(diffs)
-                        + ". Use --overwrite to start over (its values will be lost) or set prune.sensitivity to another file."
-                    )
-                self.resumed = True
-            else:
-                _create(self.path, spec, extra_attrs or {})
-            self.file: Optional[h5py.File] = h5py.File(self.path, "r+")
-        except BaseException:
-            self.lock.release()
-            raise
+    what = "sensitivity scan"
+    setting = "prune.sensitivity file"
 
-    def done_mask(self) -> np.ndarray:
-        """The done mask, flattened in C order (flat cell index)."""
-        if self.file is None:
-            raise ValueError(f"{self.path} is closed")
-        return self.file["done"][()].reshape(-1)
+    def _differences(self, f: h5py.File, spec: SensitivitySpec) -> list[str]:
+        return _differences(f, spec)
 
-    def pending(self) -> np.ndarray:
-        """Flat indices of the cells not yet done, ascending."""
-        return np.flatnonzero(~self.done_mask())
+    def _create(self, path: Path, spec: SensitivitySpec, extra_attrs: dict[str, Any]) -> None:
+        _create(path, spec, extra_attrs)
 
     def write(self, flat: int, acc: float, loss: float) -> None:
         """Record one cell's accuracy (percent) and loss, then mark it done (flushing after each step)."""
-        if self.file is None:
-            raise ValueError(f"{self.path} is closed")
+        f = self._open_file()
         if not 0 <= int(flat) < self.spec.num_cells:
             raise IndexError(f"cell {flat} outside the {self.spec.num_cells} cells of {self.path}")
         idx = self.spec.cell(int(flat))
-        self.file["acc"][idx] = float(acc)
-        self.file["loss"][idx] = float(loss)
-        self.file.flush()
-        self.file["done"][idx] = True
-        self.file.flush()
-
-    def close(self) -> None:
-        """Close the file and release the lock."""
-        if getattr(self, "file", None) is not None:
-            self.file.close()  # type: ignore[union-attr]
-            self.file = None
-        self.lock.release()
-
-    def __enter__(self) -> "SensitivityWriter":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        f["acc"][idx] = float(acc)
+        f["loss"][idx] = float(loss)
+        f.flush()
+        f["done"][idx] = True
+        f.flush()
 
 
 def read_sensitivity(path: str | Path) -> dict[str, Any]:

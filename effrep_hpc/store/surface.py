@@ -15,7 +15,7 @@ from typing import Any, Optional
 import h5py
 import numpy as np
 
-from effrep_hpc.store.h5 import check_shards, WriterLock, atomic_create, open_readonly, preallocate, provenance, read_attr, set_attrs
+from effrep_hpc.store.h5 import ResumableWriter, check_shards, atomic_create, open_readonly, preallocate, provenance, read_attr, set_attrs
 
 SCHEMA_VERSION = 1
 KIND = "surface"
@@ -124,39 +124,17 @@ def _runs(flat: np.ndarray, nx: int) -> list[tuple[int, int, int, int, int]]:
     return runs
 
 
-class SurfaceWriter:
+class SurfaceWriter(ResumableWriter):
     """The single writer of a surface (or shard) file: holds the lock and the open file."""
 
-    def __init__(self, path: str | Path, spec: SurfaceSpec, *, overwrite: bool = False, extra_attrs: Optional[dict[str, Any]] = None) -> None:
-        self.path = Path(path)
-        self.spec = spec
-        self.lock = WriterLock(self.path)
-        self.lock.acquire()
-        try:
-            self.resumed = False
-            if self.path.exists() and not overwrite:
-                with open_readonly(self.path) as f:
-                    diffs = _differences(f, spec)
-                if diffs:
-                    raise ValueError(
-                        f"{self.path} holds a different scan, so it cannot be resumed: " + "; ".join(diffs)
-                        + ". Use --overwrite to start over (its values will be lost) or choose another landscape.surface."
-                    )
-                self.resumed = True
-            else:
-                _create(self.path, spec, extra_attrs or {})
-            self.file = h5py.File(self.path, "r+")
-        except BaseException:
-            self.lock.release()
-            raise
+    what = "scan"
+    setting = "landscape.surface"
 
-    def done_mask(self) -> np.ndarray:
-        """The done mask, flattened in C order."""
-        return self.file["done"][()].reshape(-1)
+    def _differences(self, f: h5py.File, spec: SurfaceSpec) -> list[str]:
+        return _differences(f, spec)
 
-    def pending(self) -> np.ndarray:
-        """Flat indices of the points not yet done, ascending."""
-        return np.flatnonzero(~self.done_mask())
+    def _create(self, path: Path, spec: SurfaceSpec, extra_attrs: dict[str, Any]) -> None:
+        _create(path, spec, extra_attrs)
 
     def write(self, flat: np.ndarray, values: dict[str, np.ndarray]) -> None:
         """Write the metrics of points ``flat`` (then mark them done), flushing after each step."""
@@ -166,39 +144,27 @@ class SurfaceWriter:
         missing = sorted(set(self.spec.metrics) - set(values))
         if missing:
             raise KeyError(f"tile results lack metrics {missing}")
+        f = self._open_file()
         nx = len(self.spec.x)
         if flat.size and (flat[0] < 0 or flat[-1] >= self.spec.num_points):
             raise IndexError(f"point index outside the grid of {self.spec.num_points} points")
         runs = _runs(flat, nx)  # 1D: every index is < nx, so j == 0
         for name in self.spec.metrics:
             vals = np.asarray(values[name], dtype=np.float64)[order]
-            ds = self.file[name]
+            ds = f[name]
             for j, i0, i1, s, e in runs:
                 if self.spec.y is None:
                     ds[i0:i1] = vals[s:e]
                 else:
                     ds[j, i0:i1] = vals[s:e]
-        self.file.flush()
-        done = self.file["done"]
+        f.flush()
+        done = f["done"]
         for j, i0, i1, _, _ in runs:
             if self.spec.y is None:
                 done[i0:i1] = True
             else:
                 done[j, i0:i1] = True
-        self.file.flush()
-
-    def close(self) -> None:
-        """Close the file and release the lock."""
-        if getattr(self, "file", None) is not None:
-            self.file.close()
-            self.file = None
-        self.lock.release()
-
-    def __enter__(self) -> "SurfaceWriter":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        f.flush()
 
 
 def read_surface(path: str | Path) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import calibrated
+from prune_helpers import calibrated
 from effrep_hpc.models import count_flops_params, create_model
 from effrep_hpc.models.layers import ZooModel
 from effrep_hpc.prune import (
