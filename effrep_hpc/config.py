@@ -61,21 +61,27 @@ class ConfigError(ValueError):
 class DataConfig:
     """Which in-memory dataset to load, and how."""
 
-    name: Literal["digits", "mnist1d", "cifar10", "synthetic"] = "digits"
-    root: Optional[str] = None  # cifar10: directory with data_batch_1..5 and test_batch
-    cache_dir: Optional[str] = None  # mnist1d: where the generated dataset is cached
+    name: Literal["digits", "mnist1d", "cifar10", "imagenet", "synthetic"] = "digits"
+    # cifar10: directory with data_batch_1..5 and test_batch; imagenet: directory with train/ and val/
+    root: Optional[str] = None
+    cache_dir: Optional[str] = None  # mnist1d, imagenet: where generated/decoded data is cached
     seed: int = 0
     augment: bool = False  # random crop (pad 4) + horizontal flip on the device
     train_size: Optional[int] = None  # take a seeded subset of the training set
     test_size: Optional[int] = None
     input_shape: Optional[list[int]] = None  # synthetic only
-    num_classes: Optional[int] = None  # synthetic only
+    num_classes: Optional[int] = None  # synthetic: number of classes; imagenet: keep the first K classes
+    image_size: Optional[int] = None  # imagenet only: side of the centre crop (default 224)
 
     def _check(self) -> list[str]:
         problems = []
         if self.name == "cifar10" and not self.root:
             problems.append("data.root: required for data.name=cifar10 (directory of the python-pickle batches)")
-        for key in ("train_size", "test_size", "num_classes"):
+        if self.name == "imagenet" and not self.root:
+            problems.append("data.root: required for data.name=imagenet (directory holding train/<class>/ and val/<class>/)")
+        if self.image_size is not None and self.name != "imagenet":
+            problems.append(f"data.image_size: only used with data.name=imagenet (data.name is {self.name!r})")
+        for key in ("train_size", "test_size", "num_classes", "image_size"):
             value = getattr(self, key)
             if value is not None and value < 1:
                 problems.append(f"data.{key}: must be >= 1 (got {value})")

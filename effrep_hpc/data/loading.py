@@ -9,7 +9,7 @@ from typing import Any, Optional
 import torch
 
 # The source modules register themselves in DATASETS on import.
-from effrep_hpc.data import cifar10, digits, mnist1d_gen, synthetic  # noqa: F401
+from effrep_hpc.data import cifar10, digits, imagefolder, mnist1d_gen, synthetic  # noqa: F401
 from effrep_hpc.data.base import DATASETS, Dataset, check_seed, default_cache_dir
 from effrep_hpc.registry import unknown_name_message
 

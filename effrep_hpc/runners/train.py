@@ -44,7 +44,7 @@ def dataset_from_config(cfg: Config, device: torch.device) -> Any:
     """Load the dataset that ``cfg.data`` names, onto ``device``."""
     d = cfg.data
     extra: dict[str, Any] = {}
-    for key in ("train_size", "test_size", "num_classes"):
+    for key in ("train_size", "test_size", "num_classes", "image_size"):
         if getattr(d, key) is not None:
             extra[key] = getattr(d, key)
     if d.input_shape is not None:
