@@ -18,6 +18,21 @@ CONFIG is a YAML file (see configs/); each following key=value overrides one ent
 An unknown key or a bad value stops with exit code 2 before anything is written."""
 
 
+def config_keys_help(sections: tuple[str, ...]) -> str:
+    """The keys of config ``sections`` with their defaults, for a subcommand's --help."""
+    import dataclasses
+
+    from effrep_hpc.config import Config
+
+    root = Config()
+    lines = ["config keys (section.key = default):"]
+    for section in sections:
+        obj = getattr(root, section)
+        for f in dataclasses.fields(obj):
+            lines.append(f"  {section}.{f.name} = {getattr(obj, f.name)!r}")
+    return "\n".join(lines)
+
+
 class UserError(Exception):
     """An error in what the user asked for: reported without a traceback, exit code 2."""
 
@@ -117,12 +132,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"effrep-hpc {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    def add(name: str, func: Callable[[argparse.Namespace], int], help_: str, config: bool = True) -> argparse.ArgumentParser:
+    def add(
+        name: str, func: Callable[[argparse.Namespace], int], help_: str, config: bool = True, sections: tuple[str, ...] = ()
+    ) -> argparse.ArgumentParser:
+        epilog = EPILOG_CONFIG + ("\n\n" + config_keys_help(sections) if sections else "") if config else None
         p = sub.add_parser(
             name,
             help=help_,
             description=help_,
-            epilog=EPILOG_CONFIG if config else None,
+            epilog=epilog,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         if config:
@@ -130,7 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
-    p = add("train", cmd_train, "Train a model; re-running the same command resumes after a kill.")
+    p = add(
+        "train", cmd_train, "Train a model; re-running the same command resumes after a kill.",
+        sections=("data", "model", "train", "run"),
+    )
     p.add_argument("--overwrite", action="store_true", help="delete the run's checkpoint, metrics and weights and start over")
 
     p = add("models", cmd_models, "List registered models with parameter counts and FLOPs.", config=False)
@@ -142,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_landscape,
         "Scan a 1D/2D loss landscape around a checkpoint into an HDF5 surface file. Re-running resumes; "
         "under `mpiexec -n P python -m mpi4py -m effrep_hpc.cli landscape ...` the grid is shared by P ranks.",
+        sections=("landscape", "data", "run"),
     )
     p.add_argument("--overwrite", action="store_true", help="start the surface file over instead of resuming it")
 
