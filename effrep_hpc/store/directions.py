@@ -147,12 +147,18 @@ def load_directions(path: str | Path, model: nn.Module) -> tuple[dict[str, Tenso
                 raise ValueError(f"{path} has schema_version {version}; this version reads up to {SCHEMA_VERSION}")
             x = _ours(path, f["x"], model)
             y = _ours(path, f["y"], model) if "y" in f else None
+        elif "directions" in f and isinstance(f["directions"], h5py.Group) and "x" in f["directions"]:
+            # A surface file: the directions it was computed with are stored inside it.
+            g = f["directions"]
+            x = _ours(path, g["x"], model)
+            y = _ours(path, g["y"], model) if "y" in g else None
         elif "xdirection" in f:
             x = _original(path, f["xdirection"], model)
             y = _original(path, f["ydirection"], model) if "ydirection" in f else None
         else:
             raise ValueError(
-                f"{path} is not a direction file: expected a group 'x' (effrep) or 'xdirection' (original "
+                f"{path} is not a direction file: expected a group 'x' (effrep), 'directions' (a surface file) "
+                f"or 'xdirection' (original "
                 f"loss-landscape code); found {sorted(f)[:8]}"
             )
     return x, y

@@ -59,7 +59,10 @@ def load(root: Path, cache: Path, **kw) -> object:
     return load_dataset("imagenet", root=root, cache_dir=cache, **kw)
 
 
-def test_shapes_labels_follow_sorted_folder_names(tree, tmp_path):
+def test_shapes_labels_follow_sorted_folder_names(tree, tmp_path, monkeypatch):
+    real_scandir = os.scandir
+    # Whatever order the file system lists entries in (here: reversed), labels follow sorted names.
+    monkeypatch.setattr(os, "scandir", lambda path: list(real_scandir(path))[::-1])
     ds = load(tree, tmp_path / "cache", image_size=16)
     assert ds.x_train.shape == (12, 3, 16, 16) and ds.x_test.shape == (6, 3, 16, 16)
     assert ds.x_train.dtype == torch.float32 and ds.y_train.dtype == torch.int64
@@ -115,8 +118,10 @@ def test_subsets_are_seeded_stratified_and_taken_before_decoding(tree, tmp_path,
     assert torch.equal(a.x_train, b.x_train) and torch.equal(a.y_test, b.y_test)
     assert not torch.equal(a.x_train, c.x_train)
     assert torch.equal(a.x_test, d.x_test), "the test subset must not depend on train_size"
-    assert torch.bincount(a.y_train, minlength=3).tolist() == [2, 2, 2]
-    assert torch.bincount(a.y_test, minlength=3).tolist() == [1, 1, 1]
+    for seed in range(8):  # stratified: every class gets its share, whatever the seed
+        s = load(tree, tmp_path / "c5", image_size=8, seed=seed, train_size=6, test_size=3)
+        assert torch.bincount(s.y_train, minlength=3).tolist() == [2, 2, 2]
+        assert torch.bincount(s.y_test, minlength=3).tolist() == [1, 1, 1]
     # Each subset sample is a distinct image of the full split, with its own label.
     match = (a.x_train.flatten(1)[:, None] == full.x_train.flatten(1)[None]).all(-1)
     assert (match.sum(1) == 1).all()

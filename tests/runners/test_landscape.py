@@ -211,3 +211,14 @@ def test_torchrun_scan_equals_serial(trained: Path, tmp_path: Path) -> None:
     one, two = read_surface(tmp_path / "one.h5"), read_surface(tmp_path / "two.h5")
     for name in ("train_loss", "test_acc"):
         np.testing.assert_array_equal(one[name], two[name], err_msg=name)
+
+
+def test_directions_reused_from_a_surface_file(trained: Path, tmp_path: Path) -> None:
+    first = tmp_path / "first.h5"
+    effrep(*scan_args(trained, first, "landscape.x=-1:1:3", "landscape.y=-1:1:3", "landscape.xseed=11", "landscape.yseed=12"))
+    again = tmp_path / "again.h5"
+    # different seeds, but the directions come from the first file: the values must be identical
+    effrep(*scan_args(trained, again, "landscape.x=-1:1:3", "landscape.y=-1:1:3", f"landscape.directions={first}"))
+    a, b = read_surface(first), read_surface(again)
+    assert a["attrs"]["directions_hash"] == b["attrs"]["directions_hash"]
+    np.testing.assert_array_equal(a["train_loss"], b["train_loss"])
