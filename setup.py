@@ -33,6 +33,7 @@ setup(
         "scipy>=1.9",
         "mnist1d>=0.0.2",
         "matplotlib>=3.7",
+        "pillow>=8",  # ImageNet-format folders
         "tqdm>=4.60",
     ],
     extras_require=extras,

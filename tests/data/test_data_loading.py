@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from imagefolder_helpers import make_tree
+
 from effrep_hpc.data import DATASETS, Dataset, dataset_options, list_datasets, load_dataset
 
 
@@ -16,11 +18,12 @@ def small_kwargs(tmp_path, cifar_root):
         "mnist1d": {"cache_dir": tmp_path / "cache", "num_samples": 100},
         "cifar10": {"root": cifar_root},
         "synthetic": {"train_size": 64, "test_size": 16, "input_shape": (3, 8, 8)},
+        "imagenet": {"root": make_tree(tmp_path / "imagenet"), "cache_dir": tmp_path / "cache", "image_size": 8},
     }
 
 
 def test_registered_names():
-    assert list_datasets() == ["cifar10", "digits", "mnist1d", "synthetic"]
+    assert list_datasets() == ["cifar10", "digits", "imagenet", "mnist1d", "synthetic"]
 
 
 @pytest.mark.parametrize("name", DATASETS.names())

@@ -67,7 +67,7 @@ def test_shipped_prune_configs_load_and_their_plan_fits_the_model(path: Path) ->
     assert 0 < report["flops_reduction_pct"] < 100
 
 
-def test_resnet34_config_uses_imagenet_shaped_data() -> None:
+def test_resnet34_config_uses_imagenet_data() -> None:
     cfg = load_config(ROOT / "configs/paper/prune_resnet34_b.yaml")
-    assert cfg.data.input_shape == [3, 224, 224] and cfg.data.num_classes == 1000
+    assert cfg.data.name == "imagenet" and cfg.data.image_size == 224
     assert cfg.prune.retrain_epochs == 20
