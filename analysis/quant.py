@@ -33,7 +33,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from analysis.common import new_figure, output_path, save_figure
-from analysis.surface import SurfaceError
+from analysis.surface import SurfaceError, attr_value, open_h5, read_attrs
 
 KIND = "quant_sweep"
 KEYS = ("algorithm", "bits", "lr", "batch_size", "seed")
@@ -89,26 +89,13 @@ class Sweep:
 
 
 def _attr(obj: h5py.HLObject, key: str, default: Any = None) -> Any:
-    if key not in obj.attrs:
-        return default
-    value = obj.attrs[key]
-    if isinstance(value, bytes):
-        return value.decode()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
+    return attr_value(obj.attrs[key]) if key in obj.attrs else default
 
 
 def load_sweep(path: str | Path) -> Sweep:
     """Read a sweep file; SurfaceError (analysis' user-error type) when it is not one."""
     path = Path(path)
-    if not path.is_file():
-        raise SurfaceError(f"{path} does not exist")
-    try:
-        f = h5py.File(path, "r", locking=False)
-    except OSError as exc:
-        raise SurfaceError(f"{path} is not a readable HDF5 file: {exc}") from None
-    with f:
+    with open_h5(path) as f:
         if _attr(f, "kind") != KIND:
             raise SurfaceError(
                 f"{path} is not a quantization sweep file (kind={_attr(f, 'kind')!r}); make one with `effrep quant sweep`"
@@ -135,7 +122,7 @@ def load_sweep(path: str | Path) -> Sweep:
                     hist_quant=g["hist_quant"][()],
                 )
             )
-        return Sweep(path, runs, f["hist_edges"][()], int(_attr(f, "epochs", 0)), {k: _attr(f, k) for k in f.attrs})
+        return Sweep(path, runs, f["hist_edges"][()], int(_attr(f, "epochs", 0)), read_attrs(f))
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:

@@ -29,7 +29,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from analysis.surface import SurfaceError
+from analysis.surface import SurfaceError, attr_value, open_h5, read_attrs
 
 KINDS = ("layers", "criteria", "filters")
 FIGURE_FORMATS = ("png", "pdf", "svg")
@@ -103,15 +103,8 @@ def _decode(values: np.ndarray) -> list[str]:
 def load_sensitivity(path: str | Path) -> Sensitivity:
     """Read a sensitivity file, raising SensitivityError with a clear message for anything else."""
     path = Path(path)
-    if not path.is_file():
-        raise SensitivityError(f"{path} does not exist")
-    try:
-        f = h5py.File(path, "r", locking=False)
-    except OSError as exc:
-        raise SensitivityError(f"{path} is not a readable HDF5 file: {exc}") from None
-    with f:
-        kind = f.attrs.get("kind")
-        kind = kind.decode() if isinstance(kind, bytes) else kind
+    with open_h5(path, SensitivityError) as f:
+        kind = attr_value(f.attrs.get("kind"))
         if kind != "sensitivity":
             raise SensitivityError(
                 f"{path} is not a sensitivity file (kind={kind!r}); make one with `effrep prune sensitivity CONFIG`"
@@ -119,7 +112,7 @@ def load_sensitivity(path: str | Path) -> Sensitivity:
         missing = [n for n in ("layers", "ratios", "criteria", "acc", "done") if n not in f]
         if missing:
             raise SensitivityError(f"{path} lacks dataset(s) {missing}; was it written by another version?")
-        attrs = {k: (v.decode() if isinstance(v, bytes) else (v.item() if isinstance(v, np.generic) else v)) for k, v in f.attrs.items()}
+        attrs = read_attrs(f)
         data = Sensitivity(
             layers=_decode(f["layers"][()]),
             ratios=np.asarray(f["ratios"][()], dtype=np.float64),

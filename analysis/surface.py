@@ -180,7 +180,7 @@ def height_label(metric: str, *, log: bool = False) -> str:
     return f"log10({metric})" if log else metric
 
 
-def _attr(value: Any) -> Any:
+def attr_value(value: Any) -> Any:
     """Turn h5py attribute values (bytes, numpy scalars) into plain Python values."""
     if isinstance(value, bytes):
         return value.decode("utf-8", errors="replace")
@@ -189,17 +189,31 @@ def _attr(value: Any) -> Any:
     return value
 
 
+def read_attrs(obj: h5py.HLObject) -> dict[str, Any]:
+    """All attributes of an HDF5 object as plain Python values."""
+    return {k: attr_value(v) for k, v in obj.attrs.items()}
+
+
+def open_h5(path: str | Path, error: type[Exception] = None) -> h5py.File:  # type: ignore[assignment]
+    """Open a file read-only without HDF5's flock, so a file that a running job writes can be read.
+
+    Raises ``error`` (default SurfaceError) naming the file when it is missing or not HDF5.
+    """
+    error = error or SurfaceError
+    path = Path(path)
+    if not path.exists():
+        raise error(f"{path}: no such file")
+    try:
+        return h5py.File(path, "r", locking=False)
+    except OSError as exc:
+        raise error(f"{path}: not an HDF5 file ({exc})") from None
+
+
 def load_surface(path: str | Path) -> Surface:
     """Read a surface file; raise `SurfaceError` naming the file and what is missing or wrong."""
     path = Path(path)
-    if not path.exists():
-        raise SurfaceError(f"{path}: no such file")
-    try:
-        handle = h5py.File(path, "r")
-    except OSError as exc:
-        raise SurfaceError(f"{path}: not an HDF5 file ({exc})") from None
-    with handle as f:
-        attrs = {k: _attr(v) for k, v in f.attrs.items()}
+    with open_h5(path) as f:
+        attrs = read_attrs(f)
         datasets = sorted(k for k, v in f.items() if isinstance(v, h5py.Dataset))
         present = ", ".join(datasets) if datasets else "none"
         if attrs.get("kind") != "surface" or "xcoordinates" not in f:

@@ -141,3 +141,22 @@ def test_slice_at_takes_the_nearest_row_and_column(bowl_file, bowl_spec):
     np.testing.assert_array_equal(col.x, bowl_spec.y)
     np.testing.assert_array_equal(col.metrics["train_loss"], s.metrics["train_loss"][:, bowl_spec.i_min])
     assert col.xlabel == "y"
+
+
+def test_a_file_open_for_writing_elsewhere_can_still_be_read(bowl_file):
+    import subprocess
+    import sys
+
+    # Another process holds the file open for writing (HDF5 takes an exclusive flock), as a running scan does.
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import h5py, sys, time; f = h5py.File(sys.argv[1], 'r+'); print('open', flush=True); time.sleep(60)", str(bowl_file)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        with pytest.raises(OSError):
+            h5py.File(bowl_file, "r")  # a default reader is locked out
+        assert load_surface(bowl_file).shape == (41, 51)
+    finally:
+        holder.kill()
+        holder.wait()
