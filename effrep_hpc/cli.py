@@ -196,14 +196,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _abort_other_ranks(code: int) -> None:
-    """Under MPI with several ranks, an error on one rank must end all of them."""
-    mpi = sys.modules.get("mpi4py.MPI")
-    if mpi is not None and mpi.Is_initialized() and not mpi.Is_finalized() and mpi.COMM_WORLD.Get_size() > 1:
-        sys.stderr.flush()
-        mpi.COMM_WORLD.Abort(code)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `effrep` console script."""
     from effrep_hpc.config import ConfigError
@@ -220,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
-    from effrep_hpc.dist.mpi import abort_on_error
+    from effrep_hpc.dist.mpi import abort_job, abort_on_error
 
     # A bug (any exception not handled below) on one MPI rank ends the whole job, even without -m mpi4py.
     with abort_on_error():
@@ -228,18 +220,18 @@ def main(argv: list[str] | None = None) -> int:
             return int(args.func(args) or 0)
         except (ConfigError, UserError) as exc:
             print(f"error: {exc}", file=sys.stderr)
-            _abort_other_ranks(2)
+            abort_job(2)
             return 2
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
-            _abort_other_ranks(130)
+            abort_job(130)
             return 130
         except (ValueError, KeyError, FileNotFoundError, FileExistsError, FileBusyError) as exc:
             # Problems with the user's inputs or files; anything else is a bug and keeps its traceback.
             message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
             print(f"error: {message}", file=sys.stderr)
             code = 1 if isinstance(exc, FileBusyError) else 2
-            _abort_other_ranks(code)
+            abort_job(code)
             return code
 
 

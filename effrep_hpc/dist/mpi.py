@@ -75,6 +75,22 @@ _PREFETCH_INLINE = 3
 _MAX_TRACEBACK_CHARS = 8000
 
 
+def _job_running() -> bool:
+    MPI = sys.modules.get("mpi4py.MPI")  # never import it here: that would initialise MPI
+    return MPI is not None and MPI.Is_initialized() and not MPI.Is_finalized() and MPI.COMM_WORLD.Get_size() > 1
+
+
+def abort_job(code: int) -> None:
+    """MPI_Abort the whole job with ``code`` when MPI runs with several ranks; otherwise do nothing."""
+    if not _job_running():
+        return
+    sys.stderr.flush()
+    # MPI_Abort tears the launcher's I/O forwarding down at once; give it a moment to pass what this
+    # rank printed on, or the user sees only its first line.
+    time.sleep(0.5)
+    sys.modules["mpi4py.MPI"].COMM_WORLD.Abort(code)
+
+
 @contextlib.contextmanager
 def abort_on_error() -> Iterator[None]:
     """Turn an exception escaping the block into MPI_Abort of the whole job (as ``python -m mpi4py`` does).
@@ -88,15 +104,9 @@ def abort_on_error() -> Iterator[None]:
     except BaseException as exc:
         if isinstance(exc, SystemExit) and exc.code in (0, None):
             raise
-        MPI = sys.modules.get("mpi4py.MPI")  # never import it here: that would initialise MPI
-        running = MPI is not None and MPI.Is_initialized() and not MPI.Is_finalized()
-        if running and MPI.COMM_WORLD.Get_size() > 1:
+        if _job_running():
             traceback.print_exc()
-            sys.stderr.flush()
-            # MPI_Abort tears the launcher's I/O forwarding down at once; give it a moment to pass the
-            # traceback on, or the user sees only its first line.
-            time.sleep(0.5)
-            MPI.COMM_WORLD.Abort(1)
+            abort_job(1)
         raise
 
 

@@ -10,15 +10,16 @@ from typing import Any, Callable, Optional, TypeVar
 import torch
 
 from effrep_hpc.config import RunConfig
+from effrep_hpc.dist import Backend, get_backend
+from effrep_hpc.dist.env import local_rank, torch_rank_and_size, torch_world_size
 
 
 def env_world() -> tuple[int, int, int]:
-    """(rank, world size, local rank) from torchrun/srun variables; (0, 1, 0) when not launched so."""
-    if "WORLD_SIZE" in os.environ and "RANK" in os.environ:
-        world, rank = int(os.environ["WORLD_SIZE"]), int(os.environ["RANK"])
-        local = int(os.environ.get("LOCAL_RANK", rank))
-        return rank, world, local
-    return 0, 1, 0
+    """(rank, world size, local rank) of a torchrun/srun launch; (0, 1, local rank) when not launched so."""
+    if torch_world_size() <= 1:
+        return 0, 1, local_rank()
+    rank, size = torch_rank_and_size()
+    return rank, size, local_rank()
 
 
 def pick_device(spec: str, local_rank: int = 0) -> torch.device:
@@ -43,16 +44,11 @@ def setup_runtime(run: RunConfig, local_rank: int = 0) -> torch.device:
     return pick_device(run.device, local_rank)
 
 
-def init_process_group(device: torch.device) -> bool:
-    """Initialise torch.distributed from the environment when launched with WORLD_SIZE > 1."""
-    import torch.distributed as dist
-
-    _, world, _ = env_world()
-    if world <= 1:
-        return False
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return True
+def init_process_group(device: torch.device) -> Optional[Backend]:
+    """Join torch.distributed (dist/'s torch backend) when launched with WORLD_SIZE > 1; None otherwise."""
+    if torch_world_size() <= 1:
+        return None
+    return get_backend("torch", backend="nccl" if device.type == "cuda" else "gloo")
 
 
 def progress(total: int, desc: str, *, enabled: bool = True, unit: str = "it", initial: int = 0) -> Any:

@@ -98,7 +98,8 @@ def run_train(cfg: Config, *, overwrite: bool = False) -> TrainOutputs:
     """Train (or resume training) the model of ``cfg``; return the output paths and final metrics."""
     rank, world, local = env_world()
     device = setup_runtime(cfg.run, local)
-    distributed = init_process_group(device)
+    group = init_process_group(device)
+    distributed = group is not None
     is_main = rank == 0
     out = Path(cfg.run.out)
     ckpt_path, metrics_path, weights_dir = out / "checkpoint.pt", out / "metrics.h5", out / "weights"
@@ -116,8 +117,8 @@ def run_train(cfg: Config, *, overwrite: bool = False) -> TrainOutputs:
             )
     elif overwrite and is_main:
         _clear_outputs([ckpt_path, metrics_path, weights_dir])
-    if distributed:
-        torch.distributed.barrier()
+    if group is not None:
+        group.barrier()  # rank 0 cleared old outputs before anyone reads them
 
     dataset = dataset_from_config(cfg, device)
     torch.manual_seed(t.seed)  # model initialisation is part of the seeded experiment
@@ -206,8 +207,9 @@ def run_train(cfg: Config, *, overwrite: bool = False) -> TrainOutputs:
     finally:
         if metrics is not None:
             metrics.close()
-    if distributed:
-        torch.distributed.barrier()
+    if group is not None:
+        group.barrier()
+        group.close()
     return TrainOutputs(checkpoint=ckpt_path, metrics=metrics_path, weights_dir=weights_dir, final=final)
 
 
