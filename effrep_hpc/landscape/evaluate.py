@@ -176,7 +176,26 @@ def _use_channels_last(model: nn.Module, data: EvalData) -> bool:
 
 
 def _to_channels_last(x: Tensor) -> Tensor:
-    return x.contiguous(memory_format=torch.channels_last)
+    return x.contiguous(memory_format=torch.channels_last)  # no copy when already channels-last
+
+
+def _conv_weights_channels_last(model: nn.Module) -> bool:
+    return all(
+        m.weight.is_contiguous(memory_format=torch.channels_last) for m in model.modules() if isinstance(m, nn.Conv2d)
+    )
+
+
+def prepare_layout(model: nn.Module, data: EvalData) -> EvalData:
+    """Put the model and the data in the layout evaluation is fastest in, once per scan.
+
+    ``evaluate_points`` converts them itself when they are not, and converts the model back afterwards;
+    a runner that evaluates many tiles calls this first so that no tile pays for the conversion.
+    """
+    if not _use_channels_last(model, data):
+        return data
+    model.to(memory_format=torch.channels_last)
+    cl = lambda t: None if t is None else _to_channels_last(t)  # noqa: E731
+    return EvalData(cl(data.x_train), data.y_train, cl(data.x_test), data.y_test)
 
 
 class _ModelState:
@@ -564,9 +583,11 @@ def evaluate_points(
     splits = [(s, _batches(x, y, int(batch_size))) for s, x, y in data.splits()]
     recompute_batches = _bn_batches(data, int(batch_size), bn_batches) if bn == "recompute" else []
     channels_last = _use_channels_last(model, data)
+    convert_model = channels_last and not _conv_weights_channels_last(model)
     if channels_last:
         splits = [(s, [(_to_channels_last(xb), yb) for xb, yb in b]) for s, b in splits]
         recompute_batches = [(_to_channels_last(xb), yb) for xb, yb in recompute_batches]
+    if convert_model:
         model.to(memory_format=torch.channels_last)
     state = _ModelState(model)
     done = np.zeros(n_points, dtype=bool)
@@ -593,6 +614,6 @@ def evaluate_points(
             )
     finally:
         state.restore()
-        if channels_last:
+        if convert_model:
             model.to(memory_format=torch.contiguous_format)
     return sums.collect(n_points, sizes)

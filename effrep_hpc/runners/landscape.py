@@ -20,7 +20,7 @@ from effrep_hpc.config import Config, to_yaml
 from effrep_hpc.dist import get_backend
 from effrep_hpc.dist.env import local_rank
 from effrep_hpc.landscape.directions import direction_hash, random_direction, same_direction, target_direction, plane_directions, weights_hash
-from effrep_hpc.landscape.evaluate import EvalData, evaluate_points, plan_points_per_pass, subset
+from effrep_hpc.landscape.evaluate import EvalData, evaluate_points, plan_points_per_pass, prepare_layout, subset
 from effrep_hpc.landscape.grid import grid_points, make_tiles, parse_axis
 from effrep_hpc.models import create_model
 from effrep_hpc.runners.common import load_model, open_writer_everywhere, progress, report, resolve_path, setup_runtime
@@ -132,6 +132,7 @@ def run_landscape(cfg: Config, *, overwrite: bool = False) -> Optional[Path]:
         backend, lambda: SurfaceWriter(target, spec, overwrite=overwrite, extra_attrs=extra)
     )
     _, coords = grid_points(x_axis, y_axis)
+    data = prepare_layout(model, data)  # once per scan, not per tile
     k = plan_points_per_pass(
         model, data, bn=L.bn, loss=L.loss, batch_size=L.batch_size, points_per_pass=L.points_per_pass or "auto"
     )
