@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import Iterable, Mapping, Sequence, TypeVar
 
 from effrep_hpc.dist import env as envmod
-from effrep_hpc.dist.base import Backend, Compute, OnProgress, OnResult, run_serial
+from effrep_hpc.dist.base import Compute, OnProgress, OnResult, run_serial
+from effrep_hpc.dist.serial import SerialBackend
 
 T = TypeVar("T")
 
@@ -39,8 +40,11 @@ def block(items: Sequence[T], index: int, count: int) -> list[T]:
     return list(items[start:stop])
 
 
-class ArrayBackend(Backend):
-    """SLURM array task ``rank`` of ``size``: computes its own block of items and writes its own shard."""
+class ArrayBackend(SerialBackend):
+    """SLURM array task ``rank`` of ``size``: computes its own block of items and writes its own shard.
+
+    Like the serial backend it talks to no one (``broadcast`` and ``barrier`` are local no-ops).
+    """
 
     kind = "array"
 
@@ -63,13 +67,6 @@ class ArrayBackend(Backend):
     def bounds(self, total: int) -> tuple[int, int]:
         """[start, stop) of the items this task computes out of ``total``."""
         return block_bounds(total, self.rank, self.size)
-
-    def broadcast(self, obj: object) -> object:
-        """Return ``obj``: array tasks do not talk to each other."""
-        return obj
-
-    def barrier(self) -> None:
-        """Nothing to wait for: array tasks do not talk to each other."""
 
     def run(
         self,

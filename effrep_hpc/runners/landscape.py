@@ -123,7 +123,7 @@ def run_landscape(cfg: Config, *, overwrite: bool = False) -> Optional[Path]:
         model_hash=weights_hash(model),  # BN running statistics shape the surface too
         directions_hash=direction_hash([dirs.x, dirs.y]),
         directions={"x": _numpy(dirs.x), **({"y": _numpy(dirs.y)} if dirs.y is not None else {})},
-        attrs={k: v for k, v in dirs.attrs.items()},
+        attrs=dict(dirs.attrs),
     )
     is_array = backend.kind == "array"
     target = shard_path(surface, backend.rank, backend.size) if is_array else surface
