@@ -159,6 +159,11 @@ def random_direction(
     return normalize_direction(raw, weights, normalization, bias)
 
 
+def direction_layout(model: nn.Module) -> tuple[dict[str, Tensor], list[str]]:
+    """The model's state_dict in module order and its parameter names: what a direction file is matched against."""
+    return model.state_dict(keep_vars=True), [name for name, _ in model.named_parameters()]
+
+
 def same_direction(x: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """The ``same_dir`` option: y equal to x (a copy), so the plane degenerates to the x line."""
     return {k: v.clone() for k, v in x.items()}

@@ -19,7 +19,7 @@ import torch
 from effrep_hpc.config import Config, to_yaml
 from effrep_hpc.dist import get_backend
 from effrep_hpc.dist.env import local_rank
-from effrep_hpc.landscape.directions import direction_hash, random_direction, same_direction, target_direction, plane_directions, weights_hash
+from effrep_hpc.landscape.directions import direction_hash, direction_layout, random_direction, same_direction, target_direction, plane_directions, weights_hash
 from effrep_hpc.landscape.evaluate import EvalData, evaluate_points, plan_points_per_pass, prepare_layout, subset
 from effrep_hpc.landscape.grid import grid_points, make_tiles, parse_axis
 from effrep_hpc.models import create_model
@@ -46,7 +46,7 @@ def build_directions(cfg: Config, model: torch.nn.Module, device: torch.device) 
     if L.directions:
         from effrep_hpc.store.directions import load_directions
 
-        x, y = load_directions(L.directions, model)
+        x, y = load_directions(L.directions, *direction_layout(model))
         if L.y is None:
             y = None
         elif y is None:

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import h5py
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from effrep_hpc.landscape.directions import direction_hash
 from effrep_hpc.store.h5 import atomic_create, open_readonly, read_attr, set_attrs
@@ -84,9 +84,9 @@ def _stale(path: Path, what: str) -> ValueError:
     return ValueError(f"direction file {path} does not fit the model: {what} (was it made for another model?)")
 
 
-def _ours(path: Path, group: h5py.Group, model: nn.Module) -> dict[str, Tensor]:
+def _ours(path: Path, group: h5py.Group, params: list[tuple[str, Tensor]]) -> dict[str, Tensor]:
     out: dict[str, Tensor] = {}
-    for name, param in model.named_parameters():
+    for name, param in params:
         if name not in group:
             raise _stale(path, f"it has no tensor for parameter {name!r} in group {group.name}")
         data = group[name][()]
@@ -100,14 +100,14 @@ def _ours(path: Path, group: h5py.Group, model: nn.Module) -> dict[str, Tensor]:
     return out
 
 
-def _original(path: Path, group: h5py.Group, model: nn.Module) -> dict[str, Tensor]:
+def _original(
+    path: Path, group: h5py.Group, params: list[tuple[str, Tensor]], state: list[tuple[str, Tensor]]
+) -> dict[str, Tensor]:
     n = len(group)
     keys = sorted(group, key=lambda k: int(k) if k.isdigit() else -1)
     if keys != [str(i) for i in range(n)]:
         raise ValueError(f"{path}: group {group.name} should hold datasets '0'..'{n - 1}', found {keys[:5]}...")
     entries = [np.asarray(group[str(i)][()]) for i in range(n)]
-    params = list(model.named_parameters())
-    state = [(k, v) for k, v in model.state_dict(keep_vars=True).items()]
     state_old = [(k, v) for k, v in state if not k.endswith("num_batches_tracked")]
     param_names = {k for k, _ in params}
     if n == len(params):
@@ -133,28 +133,37 @@ def _original(path: Path, group: h5py.Group, model: nn.Module) -> dict[str, Tens
     return {name: out[name] for name, _ in params}
 
 
-def load_directions(path: str | Path, model: nn.Module) -> tuple[dict[str, Tensor], dict[str, Tensor] | None]:
-    """Read ``(x, y)`` (y None if absent) for ``model``, in our format or the original scripts' format.
+def load_directions(
+    path: str | Path, state: Mapping[str, Tensor], parameters: Sequence[str]
+) -> tuple[dict[str, Tensor], dict[str, Tensor] | None]:
+    """Read ``(x, y)`` (y None if absent) in our format, a surface file's, or the original scripts' format.
 
-    Tensors come back with the dtype and device of the model's parameters. A file made for another model
-    (names, count or shapes differ) raises ValueError naming the first mismatching parameter.
+    ``state`` is the model's state_dict in module order (buffers included: the original format may
+    follow it) and ``parameters`` the names of its parameters; ``landscape.directions.direction_layout``
+    gives both for a module. Tensors come back with the parameters' dtype and device. A file made for
+    another model (names, count or shapes differ) raises ValueError naming the first mismatching one.
     """
+    missing = [n for n in parameters if n not in state]
+    if missing:
+        raise ValueError(f"parameter {missing[0]!r} is not in the given state")
+    params = [(n, state[n]) for n in parameters]
+    state_items = list(state.items())
     path = Path(path)
     with open_readonly(path) as f:
         if "x" in f and isinstance(f["x"], h5py.Group):
             version = read_attr(f, "schema_version", SCHEMA_VERSION)
             if int(version) > SCHEMA_VERSION:
                 raise ValueError(f"{path} has schema_version {version}; this version reads up to {SCHEMA_VERSION}")
-            x = _ours(path, f["x"], model)
-            y = _ours(path, f["y"], model) if "y" in f else None
+            x = _ours(path, f["x"], params)
+            y = _ours(path, f["y"], params) if "y" in f else None
         elif "directions" in f and isinstance(f["directions"], h5py.Group) and "x" in f["directions"]:
             # A surface file: the directions it was computed with are stored inside it.
             g = f["directions"]
-            x = _ours(path, g["x"], model)
-            y = _ours(path, g["y"], model) if "y" in g else None
+            x = _ours(path, g["x"], params)
+            y = _ours(path, g["y"], params) if "y" in g else None
         elif "xdirection" in f:
-            x = _original(path, f["xdirection"], model)
-            y = _original(path, f["ydirection"], model) if "ydirection" in f else None
+            x = _original(path, f["xdirection"], params, state_items)
+            y = _original(path, f["ydirection"], params, state_items) if "ydirection" in f else None
         else:
             raise ValueError(
                 f"{path} is not a direction file: expected a group 'x' (effrep), 'directions' (a surface file) "
