@@ -5,68 +5,50 @@ Pure functions on modules and tensors: no files, no communication, no printing.
 
 from __future__ import annotations
 
-from effrep_hpc.landscape.directions import (
-    BIAS_MODES,
-    NORMALIZATIONS,
-    check_bias_mode,
-    check_compatible,
-    check_normalization,
-    combine,
-    direction_hash,
-    direction_layout,
-    flatten_directions,
-    normalize_direction,
-    parameter_weights,
-    plane_directions,
-    point_weights,
-    random_direction,
-    same_direction,
-    set_weights,
-    target_direction,
-    unflatten_directions,
-    weights_hash,
-)
-from effrep_hpc.landscape.evaluate import (
-    BN_POLICIES,
-    LOSSES,
-    EvalData,
-    evaluate_points,
-    per_sample_loss,
-    plan_points_per_pass,
-    subset,
-)
-from effrep_hpc.landscape.grid import grid_points, grid_shape, make_axis, make_tiles, parse_axis
+import importlib
+from typing import Any
 
-__all__ = [
-    "BIAS_MODES",
-    "BN_POLICIES",
-    "LOSSES",
-    "NORMALIZATIONS",
-    "EvalData",
-    "check_bias_mode",
-    "check_compatible",
-    "check_normalization",
-    "combine",
-    "direction_hash",
-    "direction_layout",
-    "evaluate_points",
-    "flatten_directions",
-    "grid_points",
-    "grid_shape",
-    "make_axis",
-    "make_tiles",
-    "normalize_direction",
-    "parameter_weights",
-    "parse_axis",
-    "per_sample_loss",
-    "plan_points_per_pass",
-    "plane_directions",
-    "point_weights",
-    "random_direction",
-    "same_direction",
-    "set_weights",
-    "subset",
-    "target_direction",
-    "unflatten_directions",
-    "weights_hash",
-]
+# name -> module; loaded on first use, so the numpy-only `effrep_hpc.landscape.grid` imports without torch
+_LAZY = {
+    'BIAS_MODES': 'effrep_hpc.landscape.directions',
+    'BN_POLICIES': 'effrep_hpc.landscape.evaluate',
+    'EvalData': 'effrep_hpc.landscape.evaluate',
+    'LOSSES': 'effrep_hpc.landscape.evaluate',
+    'NORMALIZATIONS': 'effrep_hpc.landscape.directions',
+    'check_bias_mode': 'effrep_hpc.landscape.directions',
+    'check_compatible': 'effrep_hpc.landscape.directions',
+    'check_normalization': 'effrep_hpc.landscape.directions',
+    'combine': 'effrep_hpc.landscape.directions',
+    'direction_hash': 'effrep_hpc.landscape.directions',
+    'direction_layout': 'effrep_hpc.landscape.directions',
+    'evaluate_points': 'effrep_hpc.landscape.evaluate',
+    'flatten_directions': 'effrep_hpc.landscape.directions',
+    'grid_points': 'effrep_hpc.landscape.grid',
+    'grid_shape': 'effrep_hpc.landscape.grid',
+    'make_axis': 'effrep_hpc.landscape.grid',
+    'make_tiles': 'effrep_hpc.landscape.grid',
+    'normalize_direction': 'effrep_hpc.landscape.directions',
+    'parameter_weights': 'effrep_hpc.landscape.directions',
+    'parse_axis': 'effrep_hpc.landscape.grid',
+    'per_sample_loss': 'effrep_hpc.landscape.evaluate',
+    'plan_points_per_pass': 'effrep_hpc.landscape.evaluate',
+    'plane_directions': 'effrep_hpc.landscape.directions',
+    'point_weights': 'effrep_hpc.landscape.directions',
+    'random_direction': 'effrep_hpc.landscape.directions',
+    'same_direction': 'effrep_hpc.landscape.directions',
+    'set_weights': 'effrep_hpc.landscape.directions',
+    'subset': 'effrep_hpc.landscape.evaluate',
+    'target_direction': 'effrep_hpc.landscape.directions',
+    'unflatten_directions': 'effrep_hpc.landscape.directions',
+    'weights_hash': 'effrep_hpc.landscape.directions',
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'effrep_hpc.landscape' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value

@@ -23,77 +23,57 @@ No files, no communication, no printing here.
 
 from __future__ import annotations
 
-from effrep_hpc.prune.cost import compare_costs, planned_cost, ratios_for
-from effrep_hpc.prune.criteria import (
-    ACTIVATION_CRITERIA,
-    CRITERIA,
-    WEIGHT_CRITERIA,
-    activation_scores,
-    criterion_name,
-    feature_map_stats,
-    is_activation_criterion,
-    keep_top,
-    stats_scores,
-    weight_scores,
-)
-from effrep_hpc.prune.groups import (
-    PruneGroup,
-    check_ratio,
-    paper_layer_ids,
-    prune_groups,
-    resolve_layer,
-    resolve_ratios,
-)
-from effrep_hpc.prune.presets import PRESETS, Preset, get_preset, preset_for_model, preset_names
-from effrep_hpc.prune.select import (
-    STRATEGIES,
-    collect_stats,
-    group_scores,
-    keep_counts,
-    layer_seed,
-    prune_by_ratios,
-    select_filters,
-)
-from effrep_hpc.prune.surgery import mask_model, num_keep, prune_model, pruned_arch
-from effrep_hpc.prune.timing import measured_speedup, median_times, time_forward
+import importlib
+from typing import Any
 
-__all__ = [
-    "ACTIVATION_CRITERIA",
-    "CRITERIA",
-    "PRESETS",
-    "STRATEGIES",
-    "WEIGHT_CRITERIA",
-    "Preset",
-    "PruneGroup",
-    "activation_scores",
-    "check_ratio",
-    "collect_stats",
-    "compare_costs",
-    "criterion_name",
-    "feature_map_stats",
-    "get_preset",
-    "group_scores",
-    "is_activation_criterion",
-    "keep_counts",
-    "keep_top",
-    "layer_seed",
-    "mask_model",
-    "measured_speedup",
-    "median_times",
-    "num_keep",
-    "paper_layer_ids",
-    "planned_cost",
-    "preset_for_model",
-    "preset_names",
-    "prune_by_ratios",
-    "prune_groups",
-    "prune_model",
-    "pruned_arch",
-    "ratios_for",
-    "resolve_layer",
-    "resolve_ratios",
-    "select_filters",
-    "stats_scores",
-    "time_forward",
-    "weight_scores",
-]
+# name -> module; loaded on first use, so `effrep_hpc.prune.presets` and `.names` (plain data) import without torch
+_LAZY = {
+    'ACTIVATION_CRITERIA': 'effrep_hpc.prune.criteria',
+    'CRITERIA': 'effrep_hpc.prune.criteria',
+    'PRESETS': 'effrep_hpc.prune.presets',
+    'Preset': 'effrep_hpc.prune.presets',
+    'PruneGroup': 'effrep_hpc.prune.groups',
+    'STRATEGIES': 'effrep_hpc.prune.select',
+    'WEIGHT_CRITERIA': 'effrep_hpc.prune.criteria',
+    'activation_scores': 'effrep_hpc.prune.criteria',
+    'check_ratio': 'effrep_hpc.prune.groups',
+    'collect_stats': 'effrep_hpc.prune.select',
+    'compare_costs': 'effrep_hpc.prune.cost',
+    'criterion_name': 'effrep_hpc.prune.criteria',
+    'feature_map_stats': 'effrep_hpc.prune.criteria',
+    'get_preset': 'effrep_hpc.prune.presets',
+    'group_scores': 'effrep_hpc.prune.select',
+    'is_activation_criterion': 'effrep_hpc.prune.criteria',
+    'keep_counts': 'effrep_hpc.prune.select',
+    'keep_top': 'effrep_hpc.prune.criteria',
+    'layer_seed': 'effrep_hpc.prune.select',
+    'mask_model': 'effrep_hpc.prune.surgery',
+    'measured_speedup': 'effrep_hpc.prune.timing',
+    'median_times': 'effrep_hpc.prune.timing',
+    'num_keep': 'effrep_hpc.prune.surgery',
+    'paper_layer_ids': 'effrep_hpc.prune.groups',
+    'planned_cost': 'effrep_hpc.prune.cost',
+    'preset_for_model': 'effrep_hpc.prune.presets',
+    'preset_names': 'effrep_hpc.prune.presets',
+    'prune_by_ratios': 'effrep_hpc.prune.select',
+    'prune_groups': 'effrep_hpc.prune.groups',
+    'prune_model': 'effrep_hpc.prune.surgery',
+    'pruned_arch': 'effrep_hpc.prune.surgery',
+    'ratios_for': 'effrep_hpc.prune.cost',
+    'resolve_layer': 'effrep_hpc.prune.groups',
+    'resolve_ratios': 'effrep_hpc.prune.groups',
+    'select_filters': 'effrep_hpc.prune.select',
+    'stats_scores': 'effrep_hpc.prune.criteria',
+    'time_forward': 'effrep_hpc.prune.timing',
+    'weight_scores': 'effrep_hpc.prune.criteria',
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'effrep_hpc.prune' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value

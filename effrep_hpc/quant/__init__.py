@@ -11,34 +11,34 @@ Pure math: tensors and modules in, tensors and numbers out; no files, no printin
 
 from __future__ import annotations
 
-from effrep_hpc.quant.algorithms import ALGORITHMS, AlgorithmSpec, QuantizedOptimizer, get_algorithm, quantized_layers
-from effrep_hpc.quant.quantizers import (
-    DELTA_RULES,
-    MAX_BITS,
-    choose_delta,
-    from_codes,
-    gaussian_step,
-    grid_codes,
-    grid_limit,
-    on_grid,
-    quantize_det,
-    quantize_stoch,
-)
+import importlib
+from typing import Any
 
-__all__ = [
-    "ALGORITHMS",
-    "DELTA_RULES",
-    "MAX_BITS",
-    "AlgorithmSpec",
-    "QuantizedOptimizer",
-    "choose_delta",
-    "from_codes",
-    "gaussian_step",
-    "get_algorithm",
-    "grid_codes",
-    "grid_limit",
-    "on_grid",
-    "quantize_det",
-    "quantize_stoch",
-    "quantized_layers",
-]
+# name -> module; loaded on first use, so the torch-free `effrep_hpc.quant.spec` (names, MAX_BITS) needs no torch
+_LAZY = {
+    'ALGORITHMS': 'effrep_hpc.quant.spec',
+    'AlgorithmSpec': 'effrep_hpc.quant.spec',
+    'DELTA_RULES': 'effrep_hpc.quant.quantizers',
+    'MAX_BITS': 'effrep_hpc.quant.spec',
+    'QuantizedOptimizer': 'effrep_hpc.quant.algorithms',
+    'choose_delta': 'effrep_hpc.quant.quantizers',
+    'from_codes': 'effrep_hpc.quant.quantizers',
+    'gaussian_step': 'effrep_hpc.quant.quantizers',
+    'get_algorithm': 'effrep_hpc.quant.spec',
+    'grid_codes': 'effrep_hpc.quant.quantizers',
+    'grid_limit': 'effrep_hpc.quant.quantizers',
+    'on_grid': 'effrep_hpc.quant.quantizers',
+    'quantize_det': 'effrep_hpc.quant.quantizers',
+    'quantize_stoch': 'effrep_hpc.quant.quantizers',
+    'quantized_layers': 'effrep_hpc.quant.algorithms',
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'effrep_hpc.quant' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value

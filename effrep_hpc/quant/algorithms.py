@@ -35,46 +35,10 @@ from typing import Any, Callable, Literal, Optional
 import torch
 from torch import Tensor, nn
 
+from effrep_hpc.quant.spec import ALGORITHMS, AlgorithmSpec, get_algorithm  # noqa: F401  (re-exported)
 from effrep_hpc.quant.quantizers import check_bits, choose_delta, grid_limit, quantize_det, quantize_stoch
 
 WEIGHT_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
-
-
-@dataclass(frozen=True)
-class AlgorithmSpec:
-    """One training algorithm: how the step is applied (``rule``) and which base optimizer computes it."""
-
-    name: str
-    rule: Literal["fp", "bc", "sr", "r"]
-    optimizer: Literal["sgd", "adam"]
-
-    @property
-    def keeps_float_copy(self) -> bool:
-        """Whether float weights exist during training (FP's weights, BC's w_r)."""
-        return self.rule in ("fp", "bc")
-
-    @property
-    def quantized(self) -> bool:
-        """Whether the deployed weights lie on a grid."""
-        return self.rule != "fp"
-
-
-ALGORITHMS: MappingProxyType[str, AlgorithmSpec] = MappingProxyType(
-    {
-        name: AlgorithmSpec(name, rule, opt)  # type: ignore[arg-type]
-        for rule in ("fp", "bc", "sr", "r")
-        for opt, name in (("sgd", rule), ("adam", f"{rule}-adam"))
-    }
-)
-
-
-def get_algorithm(name: str) -> AlgorithmSpec:
-    """The spec of algorithm ``name``; ValueError naming close names when it is unknown."""
-    if name not in ALGORITHMS:
-        from effrep_hpc.registry import unknown_name_message
-
-        raise ValueError(unknown_name_message("quantization algorithm", name, list(ALGORITHMS)))
-    return ALGORITHMS[name]
 
 
 def quantized_layers(model: nn.Module, quantize_first_last: bool = True) -> list[str]:

@@ -36,7 +36,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-MAX_BITS = 16
+from effrep_hpc.quant.spec import MAX_BITS
+
 DELTA_RULES = ("gauss", "max", "fixed")
 
 

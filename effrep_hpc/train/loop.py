@@ -10,22 +10,9 @@ from __future__ import annotations
 from typing import Callable, Optional
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-
-def loss_fn(kind: str) -> Callable[[Tensor, Tensor], Tensor]:
-    """Mean loss over a batch: ``ce`` (cross-entropy) or ``mse`` (squared error against one-hot targets)."""
-    if kind == "ce":
-        return F.cross_entropy
-    if kind == "mse":
-
-        def mse(logits: Tensor, y: Tensor) -> Tensor:
-            target = F.one_hot(y, logits.shape[-1]).to(logits.dtype)
-            return ((logits - target) ** 2).sum(dim=-1).mean()
-
-        return mse
-    raise ValueError(f"unknown loss {kind!r} (valid: ce, mse)")
+from effrep_hpc.train.losses import batch_loss, check_loss, per_sample_loss
 
 
 def train_epoch(
@@ -43,8 +30,8 @@ def train_epoch(
     after_step: Optional[Callable[[], None]] = None,
 ) -> tuple[float, float, int]:
     """Train one epoch over a seeded permutation; return (loss sum, correct count, samples) of this process."""
+    check_loss(loss)
     model.train()
-    criterion = loss_fn(loss)
     n = x.shape[0]
     # The permutation comes from a CPU generator shared by all ranks, so every rank sees the same
     # global batches and a resumed run draws exactly what an uninterrupted one would.
@@ -62,14 +49,14 @@ def train_epoch(
         if augment is not None:
             xb = augment(xb)
         logits = model(xb)
-        batch_loss = criterion(logits, yb)
+        mean_loss = batch_loss(logits, yb, loss)
         scale = world * idx.numel() / global_n
         optimizer.zero_grad(set_to_none=True)
-        (batch_loss * scale).backward()
+        (mean_loss * scale).backward()
         optimizer.step()
         if after_step is not None:
             after_step()
-        loss_sum += batch_loss.detach().double() * idx.numel()
+        loss_sum += mean_loss.detach().double() * idx.numel()
         correct += (logits.argmax(dim=1) == yb).sum()
         seen += idx.numel()
     return float(loss_sum), int(correct), seen
@@ -87,14 +74,14 @@ def evaluate(
     world: int = 1,
 ) -> tuple[float, int, int]:
     """Evaluate in eval mode on the shard ``rank::world``; return (loss sum, correct count, samples)."""
+    check_loss(loss)
     model.eval()
-    criterion = loss_fn(loss)
     xs, ys = x[rank::world], y[rank::world]
     loss_sum = torch.zeros((), dtype=torch.float64, device=x.device)
     correct = torch.zeros((), dtype=torch.int64, device=x.device)
     for start in range(0, xs.shape[0], batch_size):
         xb, yb = xs[start : start + batch_size], ys[start : start + batch_size]
         logits = model(xb)
-        loss_sum += criterion(logits, yb).double() * yb.numel()
+        loss_sum += per_sample_loss(logits, yb, loss).double().sum()
         correct += (logits.argmax(dim=1) == yb).sum()
     return float(loss_sum), int(correct), int(ys.shape[0])

@@ -15,7 +15,10 @@ ROOT = Path(__file__).resolve().parents[2]
 JOB = Path(__file__).with_name("queue_job.py")
 
 torch = pytest.importorskip("torch")
-pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without distributed")
+pytestmark = [
+    pytest.mark.torchrun,
+    pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without distributed"),
+]
 
 
 def torchrun(out: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:

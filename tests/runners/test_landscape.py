@@ -198,7 +198,7 @@ def test_1d_interpolation_between_checkpoints(trained: Path, tmp_path: Path) -> 
     assert data["train_loss"][-1] < data["train_loss"][0]
 
 
-@pytest.mark.mpi
+@pytest.mark.torchrun
 def test_torchrun_scan_equals_serial(trained: Path, tmp_path: Path) -> None:
     grid = ("landscape.x=-1:1:5", "landscape.y=-1:1:3", "landscape.tile_size=2")
     effrep(*scan_args(trained, tmp_path / "one.h5", *grid, "landscape.backend=serial"))

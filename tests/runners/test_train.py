@@ -96,7 +96,7 @@ def test_foreign_pickle_checkpoint_is_refused(tmp_path: Path) -> None:
     assert (run / "checkpoint.pt").read_bytes() == before
 
 
-@pytest.mark.mpi
+@pytest.mark.torchrun
 def test_two_process_gloo_matches_one_process(tmp_path: Path) -> None:
     torchrun = BIN / "torchrun"
     if not torchrun.exists():
