@@ -253,7 +253,7 @@ def add_commands(sub: Any) -> None:
             "For every prunable layer (prune.layers), every ratio (prune.sensitivity_ratios) and every\n"
             "criterion (prune.sensitivity_criteria), prune that one layer of the trained model and evaluate\n"
             "it (prune.eval_split, optionally after prune.sensitivity_retrain_epochs of retraining). Cells\n"
-            "are shared out by dist/ (serial, MPI ranks, or SLURM array tasks with prune.backend=array)\n"
+            "are shared out by dist/ (serial, MPI ranks, or SLURM array tasks with dist.backend=array)\n"
             "and written to one HDF5 file (prune.sensitivity, default <run.out>/sensitivity.h5).\n"
             "Re-running resumes: only missing cells are computed, with any number of ranks.\n\n"
             "  mpiexec -n 4 python -m mpi4py -m effrep_hpc.cli prune sensitivity CONFIG \\\n"

@@ -5,7 +5,7 @@ Usage::
     effrep quant train configs/demo/quant.yaml [key=value ...] [--overwrite]
     effrep quant sweep configs/demo/quant_sweep.yaml [key=value ...] [--overwrite] [--retry-failed]
     mpiexec -n P python -m mpi4py -m effrep_hpc.cli quant sweep CONFIG      # runs shared by P ranks
-    sbatch --array=0-N ... effrep quant sweep CONFIG quant.backend=array     # a static block per task
+    sbatch --array=0-N ... effrep quant sweep CONFIG dist.backend=array     # a static block per task
     effrep quant markov --mu 1 --sigma 1 --delta 1 --lr 0.3 0.1 0.03 0.01 --json --plot markov.png
     effrep quant export RUN_CHECKPOINT [-o packed.pt]
 
@@ -30,7 +30,7 @@ Run every combination of quant.sweep (algorithms x bits x lr x batch_size x seed
 (quant.sweep_file, default <run.out>/sweep.h5). Re-running resumes: done runs are skipped, unfinished ones
 restart from their per-run checkpoints in <sweep>_runs/; a run that diverges is recorded as failed and the
 sweep goes on. Under `mpiexec -n P python -m mpi4py -m effrep_hpc.cli quant sweep CONFIG` the runs are
-shared by P ranks (rank 0 writes); with quant.backend=array each SLURM array task trains a static block of
+shared by P ranks (rank 0 writes); with dist.backend=array each SLURM array task trains a static block of
 runs and writes them into the same file, one writer at a time. Then: python -m analysis quant-table FILE."""
 
 

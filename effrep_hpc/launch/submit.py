@@ -4,8 +4,8 @@
   env:// variables from submitit's job environment (:class:`~effrep_hpc.launch.tasks.DistributedTask`).
 - ``landscape``: an array of N tasks, task i computing its static block into its own shard, then a
   merge job that starts only if every task succeeded (``afterok``) and assembles the surface file.
-- ``quant sweep``: an array of N tasks running the command with ``quant.backend=array
-  quant.task_id=i quant.num_tasks=N``, each writing its runs into the one sweep file through store/,
+- ``quant sweep``: an array of N tasks running the command with ``dist.backend=array
+  dist.task_id=i dist.num_tasks=N``, each writing its runs into the one sweep file through store/,
   which lets one writer at a time in; ``prune sensitivity``: an array into shards, then a merge job.
 
 Every job runs the same config: a snapshot of the resolved config is written next to the logs, so

@@ -24,7 +24,7 @@ def test_local_array_and_merge_equal_the_serial_scan(tmp_path: Path, capsys: pyt
     torch.manual_seed(0)
     model = create_model("digits_cnn")  # untrained weights are as good as any for comparing two scans
     save_checkpoint(tmp_path / "checkpoint.pt", {"kind": "train", "arch_name": model.arch_name, "arch": model.arch, "model": model.state_dict()})
-    run_landscape(load_config(CONFIG, [f"run.out={tmp_path}", f"landscape.surface={tmp_path}/serial.h5", "landscape.backend=serial", *GRID]))
+    run_landscape(load_config(CONFIG, [f"run.out={tmp_path}", f"landscape.surface={tmp_path}/serial.h5", "dist.backend=serial", *GRID]))
     code = main(["submit", "landscape", CONFIG, f"run.out={tmp_path}", *GRID, "--local", "--array", "2", "--poll", "0.2"])
     out = capsys.readouterr().out
     assert code == 0, out

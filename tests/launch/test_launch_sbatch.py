@@ -69,7 +69,7 @@ def test_landscape_is_an_array_then_an_afterok_merge(tmp_path: Path, monkeypatch
     for i in range(3):
         task = submitted_task(folder, f"12_{i}")
         assert isinstance(task, CommandTask)
-        assert task.argv == ["landscape", snapshot, "landscape.backend=array", f"landscape.task_id={i}", "landscape.num_tasks=3"]
+        assert task.argv == ["landscape", snapshot, "dist.backend=array", f"dist.task_id={i}", "dist.num_tasks=3"]
         assert task.outputs == [f"{tmp_path}/run/surface.shard-{i}-of-3.h5"] and task.cwd == str(tmp_path)
     merge_task = submitted_task(folder, "13")
     assert merge_task.argv == ["merge", *(f"{tmp_path}/run/surface.shard-{i}-of-3.h5" for i in range(3)), "-o", f"{tmp_path}/run/surface.h5"]
@@ -130,7 +130,7 @@ def test_array_larger_than_the_grid_and_unknown_commands_are_refused(tmp_path: P
 def test_one_task_scan_writes_the_surface_itself(tmp_path: Path) -> None:
     plan = plan_submission(["landscape"], CONFIG, [f"run.out={tmp_path}"], array=1)
     assert [s.role for s in plan.steps] == ["run"] and plan.outputs == [tmp_path / "surface.h5"]
-    assert plan.steps[0].tasks[0].argv[-1] == "landscape.backend=serial"
+    assert plan.steps[0].tasks[0].argv[-1] == "dist.backend=serial"
 
 
 def test_cli_dry_run_prints_options_and_submits_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -140,7 +140,7 @@ def test_cli_dry_run_prints_options_and_submits_nothing(tmp_path: Path, capsys: 
     out = capsys.readouterr().out
     assert code == 0
     assert "#SBATCH --array=0-1" in out and "#SBATCH --requeue" in out and "#SBATCH --signal=USR2@30" in out
-    assert "landscape.task_id=1 landscape.num_tasks=2" in out
+    assert "dist.task_id=1 dist.num_tasks=2" in out
     assert f"writes: {tmp_path}/surface.h5" in out
     assert not (tmp_path / "submitit").exists()
 
@@ -157,7 +157,7 @@ def test_cli_submit_prints_job_ids_and_files(tmp_path: Path, capsys: pytest.Capt
 
 
 def test_checkpoint_requeues_the_same_command() -> None:
-    task = CommandTask(["landscape", "c.yaml", "landscape.task_id=2"], cwd="/somewhere", outputs=["s.h5"])
+    task = CommandTask(["landscape", "c.yaml", "dist.task_id=2"], cwd="/somewhere", outputs=["s.h5"])
     again = task.checkpoint()
     assert isinstance(again, DelayedSubmission)
     assert isinstance(again.function, CommandTask) and again.function is not task
@@ -178,7 +178,7 @@ def test_sweeps_are_arrays_writing_one_file_or_merged_shards(tmp_path: Path) -> 
     )
     assert [s.role for s in quant.steps] == ["array"]  # every task writes its runs into the one sweep file
     assert [t.argv[3:] for t in quant.steps[0].tasks] == [
-        ["quant.backend=array", f"quant.task_id={i}", "quant.num_tasks=4"] for i in range(4)
+        ["dist.backend=array", f"dist.task_id={i}", "dist.num_tasks=4"] for i in range(4)
     ]
     assert quant.outputs == [tmp_path / "q" / "sweep.h5"]
     with pytest.raises(ValueError, match=r"more tasks than there are work items \(4\)"):
@@ -186,6 +186,6 @@ def test_sweeps_are_arrays_writing_one_file_or_merged_shards(tmp_path: Path) -> 
                         [f"run.out={tmp_path}/q", "quant.sweep.algorithms=[bc,sr]", "quant.sweep.bits=[1]", "quant.sweep.seeds=[0,1]"], array=5)
     prune = plan_submission(["prune", "sensitivity"], str(ROOT / "configs/demo/prune_digits.yaml"), [f"run.out={tmp_path}/p"], array=2)
     assert [s.role for s in prune.steps] == ["array", "merge"]
-    assert prune.steps[0].tasks[1].argv[3:] == ["prune.backend=array", "prune.task_id=1", "prune.num_tasks=2"]
+    assert prune.steps[0].tasks[1].argv[3:] == ["dist.backend=array", "dist.task_id=1", "dist.num_tasks=2"]
     shards = [f"{tmp_path}/p/sensitivity.shard-{i}-of-2.h5" for i in range(2)]
     assert prune.steps[1].tasks[0].argv == ["prune", "merge", *shards, "-o", f"{tmp_path}/p/sensitivity.h5"]

@@ -51,7 +51,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def reference(trained: Path) -> dict:
     surface = trained / "serial.h5"
-    run_landscape(load_config(CONFIG, [f"run.out={trained}", f"landscape.surface={surface}", "landscape.backend=serial", *GRID]))
+    run_landscape(load_config(CONFIG, [f"run.out={trained}", f"landscape.surface={surface}", "dist.backend=serial", *GRID]))
     return read_surface(surface)
 
 
@@ -141,7 +141,7 @@ def test_training_job_runs_torch_distributed_across_its_tasks(tmp_path: Path) ->
 
 
 def test_four_run_quantization_sweep_runs_as_an_array(tmp_path: Path) -> None:
-    from effrep_hpc.runners.quant import run_quant_sweep
+    from effrep_hpc.runners.quant_sweep import run_quant_sweep
     from effrep_hpc.store.sweep import read_sweep
 
     sweep = ["quant.sweep.algorithms=[bc,sr]", "quant.sweep.bits=[1]", "quant.sweep.seeds=[0,1]", "train.epochs=2",
@@ -155,7 +155,7 @@ def test_four_run_quantization_sweep_runs_as_an_array(tmp_path: Path) -> None:
     for job in sub.step_ids("array"):
         log = next((plan.folder / job).glob("*_0_log.out")).read_text()
         assert re.search(r"trained 1 run\(s\) .* on task \d of 4: 1 done", log), log[-2000:]
-    run_quant_sweep(load_config(config, [f"run.out={tmp_path}/serial", *sweep, "quant.backend=serial"]))
+    run_quant_sweep(load_config(config, [f"run.out={tmp_path}/serial", *sweep, "dist.backend=serial"]))
     arr, ser = read_sweep(tmp_path / "array" / "sweep.h5"), read_sweep(tmp_path / "serial" / "sweep.h5")
     assert [r["status"] for r in arr["runs"]] == ["done"] * 4
     for a, s in zip(arr["runs"], ser["runs"]):

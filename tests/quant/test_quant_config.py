@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from effrep_hpc.config import ConfigError, load_config
-from effrep_hpc.runners.quant import expand_sweep
+from effrep_hpc.runners.quant_sweep import expand_sweep
 
 ROOT = Path(__file__).resolve().parents[2]
 PAPER = sorted((ROOT / "configs/paper").glob("quant_*.yaml"))
@@ -49,7 +49,7 @@ def test_expansion_order_and_fp_runs_once_at_float_width() -> None:
 
 
 def test_run_config_ignores_how_the_sweep_is_run() -> None:
-    a = load_config(None, ["quant.sweep.seeds=[0, 1]", "run.threads=1", "quant.backend=serial"])
+    a = load_config(None, ["quant.sweep.seeds=[0, 1]", "run.threads=1", "dist.backend=serial"])
     b = load_config(None, ["quant.sweep.seeds=[0, 1]", "run.progress=false", "quant.lock_timeout=5"])
     assert [s.config_yaml for s, _ in expand_sweep(a)] == [s.config_yaml for s, _ in expand_sweep(b)]
 
@@ -65,8 +65,8 @@ def test_run_config_ignores_how_the_sweep_is_run() -> None:
         (["quant.sweep.seeds=[1, 1]"], "repeated entries"),
         (["quant.delta_rule=fixed"], "needs a positive quant.delta"),
         (["quant.delta=0.5"], "only used with quant.delta_rule=fixed"),
-        (["quant.task_id=1"], "only used with quant.backend=array"),
-        (["quant.backend=array", "quant.task_id=3", "quant.num_tasks=2"], r"quant.task_id: must be in 0..1"),
+        (["dist.task_id=1"], "only used with dist.backend=array"),
+        (["dist.backend=array", "dist.task_id=3", "dist.num_tasks=2"], r"dist.task_id: must be in 0..1"),
         (["quant.sweeps.bits=[1]"], "did you mean quant.sweep"),
     ],
 )

@@ -88,7 +88,7 @@ def test_values_sit_at_their_coordinates(trained: Path, tmp_path: Path) -> None:
 @pytest.mark.mpi
 def test_two_ranks_equal_one_rank_and_array_merge(trained: Path, tmp_path: Path) -> None:
     grid = ("landscape.x=-1:1:6", "landscape.y=-1:1:5", "landscape.tile_size=3")
-    effrep(*scan_args(trained, tmp_path / "one.h5", *grid, "landscape.backend=serial"))
+    effrep(*scan_args(trained, tmp_path / "one.h5", *grid, "dist.backend=serial"))
     effrep(*scan_args(trained, tmp_path / "two.h5", *grid), mpi=2)
     one, two = read_surface(tmp_path / "one.h5"), read_surface(tmp_path / "two.h5")
     for name in ("train_loss", "train_acc", "test_loss", "test_acc"):
@@ -96,7 +96,7 @@ def test_two_ranks_equal_one_rank_and_array_merge(trained: Path, tmp_path: Path)
     # three array tasks, each into its own shard, then merged
     shards = []
     for task in range(3):
-        proc = effrep(*scan_args(trained, tmp_path / "arr.h5", *grid, "landscape.backend=array", f"landscape.task_id={task}", "landscape.num_tasks=3"))
+        proc = effrep(*scan_args(trained, tmp_path / "arr.h5", *grid, "dist.backend=array", f"dist.task_id={task}", "dist.num_tasks=3"))
         shards.append(proc.stdout.strip().splitlines()[-1].split(": ", 1)[1])
     effrep("merge", *shards, "-o", str(tmp_path / "arr.h5"))
     merged = read_surface(tmp_path / "arr.h5")
@@ -107,7 +107,7 @@ def test_two_ranks_equal_one_rank_and_array_merge(trained: Path, tmp_path: Path)
 @pytest.mark.mpi
 def test_sigkill_then_resume_is_bitwise_equal(trained: Path, tmp_path: Path) -> None:
     grid = ("landscape.x=-1:1:8", "landscape.y=-1:1:6", "landscape.tile_size=2")
-    effrep(*scan_args(trained, tmp_path / "ref.h5", *grid, "landscape.backend=serial"))
+    effrep(*scan_args(trained, tmp_path / "ref.h5", *grid, "dist.backend=serial"))
     surface = tmp_path / "killed.h5"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     cmd = [str(MPIEXEC), "-n", "2", sys.executable, "-m", "mpi4py", "-m", "effrep_hpc.cli", *scan_args(trained, surface, *grid)]
@@ -201,7 +201,7 @@ def test_1d_interpolation_between_checkpoints(trained: Path, tmp_path: Path) -> 
 @pytest.mark.torchrun
 def test_torchrun_scan_equals_serial(trained: Path, tmp_path: Path) -> None:
     grid = ("landscape.x=-1:1:5", "landscape.y=-1:1:3", "landscape.tile_size=2")
-    effrep(*scan_args(trained, tmp_path / "one.h5", *grid, "landscape.backend=serial"))
+    effrep(*scan_args(trained, tmp_path / "one.h5", *grid, "dist.backend=serial"))
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     cmd = [str(BIN / "torchrun"), "--standalone", "--nproc_per_node=2", "-m", "effrep_hpc.cli",
            *scan_args(trained, tmp_path / "two.h5", *grid)]

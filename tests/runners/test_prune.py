@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-import effrep_hpc.runners.prune as runner
+import effrep_hpc.runners.sensitivity as runner
 from effrep_hpc.config import load_config
 from effrep_hpc.data import load_dataset
 from effrep_hpc.models import count_flops_params, create_model
 from effrep_hpc.prune import prune_by_ratios, select_filters
-from effrep_hpc.runners.prune import load_source_model, run_prune, run_scratch, run_sensitivity
+from effrep_hpc.runners.prune import load_source_model, run_prune, run_scratch
+from effrep_hpc.runners.sensitivity import run_sensitivity
 from effrep_hpc.runners.train import run_train
 from effrep_hpc.store.checkpoint import load_checkpoint
 from effrep_hpc.store.curves import read_curves
@@ -181,8 +182,8 @@ def test_array_tasks_write_shards_that_merge_into_the_serial_result(trained: Pat
     run_sensitivity(config(trained, *SCAN, f"prune.sensitivity={serial}"))
     target = tmp_path / "s.h5"
     shards = [
-        run_sensitivity(config(trained, *SCAN, f"prune.sensitivity={target}", "prune.backend=array",
-                               f"prune.task_id={i}", "prune.num_tasks=2"))
+        run_sensitivity(config(trained, *SCAN, f"prune.sensitivity={target}", "dist.backend=array",
+                               f"dist.task_id={i}", "dist.num_tasks=2"))
         for i in range(2)
     ]
     assert [s.name for s in shards] == ["s.shard-0-of-2.h5", "s.shard-1-of-2.h5"]

@@ -16,7 +16,8 @@ import torch
 
 from effrep_hpc.cli import main as effrep_main
 from effrep_hpc.config import load_config
-from effrep_hpc.runners.quant import load_packed, run_quant_sweep, run_quant_train
+from effrep_hpc.runners.quant import load_packed, run_quant_train
+from effrep_hpc.runners.quant_sweep import run_quant_sweep
 from effrep_hpc.runners.train import dataset_from_config
 from effrep_hpc.store.checkpoint import load_checkpoint
 from effrep_hpc.store.sweep import read_statuses, read_sweep
@@ -98,7 +99,7 @@ def test_export_refuses_a_float_run(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 
 def test_a_diverging_run_is_recorded_as_failed_and_the_sweep_goes_on(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    cfg = load_config(None, tiny(tmp_path, "quant.sweep.algorithms=[fp]", "quant.sweep.lr=[0.05, 1e30, 0.1]", "quant.backend=serial", epochs=2))
+    cfg = load_config(None, tiny(tmp_path, "quant.sweep.algorithms=[fp]", "quant.sweep.lr=[0.05, 1e30, 0.1]", "dist.backend=serial", epochs=2))
     path = run_quant_sweep(cfg)
     assert path is not None and read_statuses(path) == ["done", "failed", "done"]
     runs = read_sweep(path)["runs"]
@@ -115,14 +116,14 @@ def test_a_diverging_run_is_recorded_as_failed_and_the_sweep_goes_on(tmp_path: P
 
 
 def test_resuming_with_another_config_is_refused(tmp_path: Path) -> None:
-    run_quant_sweep(load_config(None, tiny(tmp_path, "quant.backend=serial", epochs=1)))
+    run_quant_sweep(load_config(None, tiny(tmp_path, "dist.backend=serial", epochs=1)))
     with pytest.raises(ValueError, match=r"run_0000 was made with a different config \(train.lr: 0.1 -> 0.2\).*--overwrite"):
-        run_quant_sweep(load_config(None, tiny(tmp_path, "quant.backend=serial", "train.lr=0.2", epochs=1)))
+        run_quant_sweep(load_config(None, tiny(tmp_path, "dist.backend=serial", "train.lr=0.2", epochs=1)))
 
 
 def test_killed_sweep_resumes_without_losing_finished_runs(tmp_path: Path) -> None:
-    args = tiny(tmp_path / "killed", *SWEEP, "quant.backend=serial", epochs=15)
-    ref = run_quant_sweep(load_config(None, tiny(tmp_path / "ref", *SWEEP, "quant.backend=serial", epochs=15)))
+    args = tiny(tmp_path / "killed", *SWEEP, "dist.backend=serial", epochs=15)
+    ref = run_quant_sweep(load_config(None, tiny(tmp_path / "ref", *SWEEP, "dist.backend=serial", epochs=15)))
     sweep = tmp_path / "killed" / "sweep.h5"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     proc = subprocess.Popen([sys.executable, "-m", "effrep_hpc.cli", "quant", "sweep", *args], cwd=ROOT, env=env,
@@ -169,19 +170,19 @@ def test_killed_sweep_resumes_without_losing_finished_runs(tmp_path: Path) -> No
 @pytest.mark.mpi
 @pytest.mark.skipif(not MPIEXEC.exists(), reason="no mpiexec beside the Python executable (pip install mpich)")
 def test_two_mpi_ranks_write_the_same_results_as_one_process(tmp_path: Path) -> None:
-    serial = run_quant_sweep(load_config(None, tiny(tmp_path / "serial", *SWEEP, "quant.backend=serial")))
+    serial = run_quant_sweep(load_config(None, tiny(tmp_path / "serial", *SWEEP, "dist.backend=serial")))
     proc = effrep("quant", "sweep", *tiny(tmp_path / "mpi", *SWEEP), mpi=2)
     assert "on 2 mpi worker(s): 6 done, 0 failed" in proc.stdout
     assert_same_results(serial, tmp_path / "mpi" / "sweep.h5")
 
 
 def test_array_tasks_share_one_sweep_file(tmp_path: Path) -> None:
-    serial = run_quant_sweep(load_config(None, tiny(tmp_path / "serial", *SWEEP, "quant.backend=serial")))
+    serial = run_quant_sweep(load_config(None, tiny(tmp_path / "serial", *SWEEP, "dist.backend=serial")))
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "effrep_hpc.cli", "quant", "sweep",
-             *tiny(tmp_path / "array", *SWEEP, "quant.backend=array", f"quant.task_id={task}", "quant.num_tasks=2")],
+             *tiny(tmp_path / "array", *SWEEP, "dist.backend=array", f"dist.task_id={task}", "dist.num_tasks=2")],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         for task in (0, 1)
