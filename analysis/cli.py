@@ -47,8 +47,12 @@ import importlib
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from analysis.surface import Surface, SurfaceError, load_surface
+
+if TYPE_CHECKING:  # matplotlib loads only for the commands that draw
+    from matplotlib.figure import Figure
 
 FIGURE_FORMATS = ("png", "pdf", "svg")
 CONTOUR_KINDS = ("contour", "contourf", "heatmap")
@@ -67,6 +71,11 @@ def _value_tag(value: float) -> str:
     return f"{value:g}".replace("-", "m").replace("+", "")
 
 
+def _stem(surface: Surface) -> str:
+    """The input file's name without suffix, the start of every output name."""
+    return surface.path.stem if surface.path is not None else surface.name
+
+
 def _out(surface: Surface, args: argparse.Namespace, name: str) -> Path:
     from analysis.common import output_path
 
@@ -77,7 +86,7 @@ def _formats(args: argparse.Namespace) -> list[str]:
     return list(dict.fromkeys(args.format or ["png"]))
 
 
-def _save(fig, paths: Iterator[Path] | Sequence[Path], dpi: int) -> Iterator[Path]:
+def _save(fig: Figure, paths: Iterator[Path] | Sequence[Path], dpi: int) -> Iterator[Path]:
     from analysis.common import save_figure
 
     for path in paths:
@@ -119,7 +128,7 @@ def _cmd_contour(args: argparse.Namespace) -> Iterator[Path]:
                 surface, args.metric, kind=kind, levels=args.levels, vmin=args.vmin, vmax=args.vmax,
                 log=args.log, cmap=args.cmap,
             )
-            names = [f"{surface.path.stem}_{args.metric}_{kind}{_log_suffix(args.log)}.{ext}" for ext in _formats(args)]
+            names = [f"{_stem(surface)}_{args.metric}_{kind}{_log_suffix(args.log)}.{ext}" for ext in _formats(args)]
             yield from _save(fig, [_out(surface, args, n) for n in names], args.dpi)
 
 
@@ -133,13 +142,16 @@ def _cmd_plot1d(args: argparse.Namespace) -> Iterator[Path]:
         tag = ""
         if surface.ndim == 2 and (args.at_x is not None or args.at_y is not None):
             line = surface.slice_at(x=args.at_x, y=args.at_y)
-            axis, coords, wanted = ("y", surface.y, args.at_y) if args.at_y is not None else ("x", surface.x, args.at_x)
+            if args.at_y is not None:
+                axis, coords, wanted = "y", surface.require_2d("plot1d"), args.at_y
+            else:
+                axis, coords, wanted = "x", surface.x, args.at_x
             tag = f"_{axis}{_value_tag(float(coords[abs(coords - wanted).argmin()]))}"
             surface = line
         elif surface.ndim == 1 and (args.at_x is not None or args.at_y is not None):
             raise SurfaceError(f"{file} is already a 1D surface; drop --at-x/--at-y")
         fig = plot1d_figure(surface, log=args.log)
-        names = [f"{surface.path.stem}_plot1d{tag}{_log_suffix(args.log)}.{ext}" for ext in _formats(args)]
+        names = [f"{_stem(surface)}_plot1d{tag}{_log_suffix(args.log)}.{ext}" for ext in _formats(args)]
         yield from _save(fig, [_out(surface, args, n) for n in names], args.dpi)
 
 
@@ -152,7 +164,7 @@ def _cmd_surface3d(args: argparse.Namespace) -> Iterator[Path]:
             surface, args.metric, log=args.log, zmax=args.zmax, vmin=args.vmin, vmax=args.vmax,
             elev=args.elev, azim=args.azim, cmap=args.cmap,
         )
-        names = [f"{surface.path.stem}_{args.metric}_surface3d{_log_suffix(args.log)}.{ext}" for ext in _formats(args)]
+        names = [f"{_stem(surface)}_{args.metric}_surface3d{_log_suffix(args.log)}.{ext}" for ext in _formats(args)]
         yield from _save(fig, [_out(surface, args, n) for n in names], args.dpi)
 
 
@@ -163,7 +175,7 @@ def _cmd_vtk(args: argparse.Namespace) -> Iterator[Path]:
     for file in args.files:
         surface = load_surface(file)
         surface.require_2d("vtk")
-        base = f"{surface.path.stem}_{args.metric}{_log_suffix(args.log)}{'_flat' if args.flat else ''}"
+        base = f"{_stem(surface)}_{args.metric}{_log_suffix(args.log)}{'_flat' if args.flat else ''}"
         options = {"log": args.log, "zmax": args.zmax, "flat": args.flat}
         if "vts" in kinds:
             yield write_xml(structured_grid(surface, args.metric, **options), _out(surface, args, base + ".vts"))
@@ -178,7 +190,7 @@ def _cmd_render(args: argparse.Namespace) -> Iterator[Path]:
     for file in args.files:
         surface = load_surface(file)
         view = "_top" if args.view == "top" else ""
-        path = _out(surface, args, f"{surface.path.stem}_{args.metric}_render{view}{_log_suffix(args.log)}.png")
+        path = _out(surface, args, f"{_stem(surface)}_{args.metric}_render{view}{_log_suffix(args.log)}.png")
         yield render_surface(
             surface, path, args.metric, log=args.log, zmax=args.zmax, zscale=args.zscale, cmap=args.cmap,
             contours=args.contours, view=args.view, elev=args.elev, azim=args.azim, window_size=args.size,
@@ -200,7 +212,7 @@ def _cmd_compare(args: argparse.Namespace) -> Iterator[Path]:
     if args.name:
         base = args.name
     else:
-        stems = [s.path.stem for s in surfaces]
+        stems = [_stem(s) for s in surfaces]
         joined = "_vs_".join(stems) if len(stems) <= 4 else f"{stems[0]}_and_{len(stems) - 1}_more"
         base = f"{joined}_{args.metric}_compare{_log_suffix(args.log)}"
     yield from _save(fig, [_out(surfaces[0], args, f"{base}.{ext}") for ext in _formats(args)], args.dpi)
@@ -211,11 +223,15 @@ def _cmd_compare(args: argparse.Namespace) -> Iterator[Path]:
 
 def _common(p: argparse.ArgumentParser, *, files: str = "one or more surface files (.h5)") -> None:
     p.add_argument("files", nargs="+", metavar="FILE", help=files)
-    p.add_argument("--out", metavar="DIR", default=None, help="write here instead of next to each input file (created if missing)")
+    p.add_argument(
+        "--out", metavar="DIR", default=None, help="write here instead of next to each input file (created if missing)"
+    )
 
 
 def _metric(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--metric", default="train_loss", help="value dataset to show: train_loss, train_acc, test_loss, test_acc, ...")
+    p.add_argument(
+        "--metric", default="train_loss", help="value dataset to show: train_loss, train_acc, test_loss, test_acc, ..."
+    )
 
 
 def _figure_out(p: argparse.ArgumentParser) -> None:
@@ -248,7 +264,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    def command(name: str, summary: str, description: str, run: Callable[[argparse.Namespace], Iterator[Path]]):
+    def command(
+        name: str, summary: str, description: str, run: Callable[[argparse.Namespace], Iterator[Path]]
+    ) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=summary, description=description, formatter_class=_HelpFormatter)
         p.set_defaults(run=run)
         return p

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.colors import Colormap, LogNorm, Normalize
 from matplotlib.figure import Figure
 
@@ -53,9 +54,17 @@ def make_levels(norm: Normalize, levels: int | Sequence[float], *, log: bool = F
     """Contour levels: `levels` values spaced evenly (geometrically with `log`) over the norm's range."""
     if not isinstance(levels, int):
         return np.asarray(levels, dtype=np.float64)
+    lo, hi = norm_range(norm)
     if log:
-        return np.geomspace(norm.vmin, norm.vmax, levels)
-    return np.linspace(norm.vmin, norm.vmax, levels)
+        return np.geomspace(lo, hi, levels)
+    return np.linspace(lo, hi, levels)
+
+
+def norm_range(norm: Normalize) -> tuple[float, float]:
+    """(vmin, vmax) of a colour scale whose range is set (as `color_norm` returns it)."""
+    if norm.vmin is None or norm.vmax is None:
+        raise ValueError("the colour scale has no range yet: set vmin and vmax")
+    return float(norm.vmin), float(norm.vmax)
 
 
 def extend_for(values: np.ndarray, levels: np.ndarray) -> str:
@@ -77,7 +86,7 @@ def with_bad(cmap: str | Colormap, bad: str = "0.85") -> Colormap:
 def masked_note(surface: Surface, metric: str, *, log: bool = False) -> str:
     """A short note such as "12 of 2091 points masked" (empty when every point is shown)."""
     hidden = int((~surface.valid(metric, log=log)).sum())
-    return f"{hidden} of {surface.done.size} points masked" if hidden else ""
+    return f"{hidden} of {surface.done_mask.size} points masked" if hidden else ""
 
 
 def output_path(source: Path | None, out_dir: str | Path | None, name: str) -> Path:
@@ -108,7 +117,7 @@ def new_figure(width: float = 6.4, height: float = 4.8) -> Figure:
     return Figure(figsize=(width, height), layout="constrained")
 
 
-def set_plane_aspect(ax, x: np.ndarray, y: np.ndarray) -> None:
+def set_plane_aspect(ax: Axes, x: np.ndarray, y: np.ndarray) -> None:
     """Equal x/y scale when the ranges are comparable, so a plane scan is not stretched."""
     dx = float(np.ptp(x)) or 1.0
     dy = float(np.ptp(y)) or 1.0

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from matplotlib.figure import Figure
 
 from analysis import contour
-from analysis.common import color_norm, new_figure
+from analysis.common import color_norm, new_figure, norm_range
 from analysis.surface import Surface, SurfaceError
 
 
@@ -37,16 +37,17 @@ def compare_figure(
     # One norm over every file's valid points: equal colours mean equal values across panels.
     norm = color_norm(surfaces, metric, vmin=vmin, vmax=vmax, log=log)
     if dims == {1}:
-        return _compare_lines(surfaces, metric, labels, norm.vmin, norm.vmax, log)
+        return _compare_lines(surfaces, metric, labels, *norm_range(norm), log)
     ncols = min(len(surfaces), 3)
     nrows = math.ceil(len(surfaces) / ncols)
     fig = new_figure(4.2 * ncols + 1.0, 3.8 * nrows)
     axes = [fig.add_subplot(nrows, ncols, k + 1) for k in range(len(surfaces))]
-    artist = None
+    artists = []
     for ax, surface, label in zip(axes, surfaces, labels):
-        artist = contour.draw(ax, surface, metric, kind=kind, norm=norm, levels=levels, log=log, cmap=cmap)
+        artists.append(contour.draw(ax, surface, metric, kind=kind, norm=norm, levels=levels, log=log, cmap=cmap))
         ax.set_title(label, fontsize=10)
-    fig.colorbar(artist, ax=axes, label=metric + (" (log scale)" if log else ""), shrink=0.9)
+    # every panel shares the norm, so any panel's artist gives the colour bar
+    fig.colorbar(artists[-1], ax=axes, label=metric + (" (log scale)" if log else ""), shrink=0.9)
     return fig
 
 

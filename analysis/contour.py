@@ -6,7 +6,9 @@ from collections.abc import Sequence
 
 import numpy as np
 from matplotlib.axes import Axes
+from matplotlib.collections import QuadMesh
 from matplotlib.colors import Normalize
+from matplotlib.contour import QuadContourSet
 from matplotlib.figure import Figure
 
 from analysis.common import (
@@ -25,8 +27,7 @@ KINDS = ("contour", "contourf", "heatmap")
 
 def contour_data(surface: Surface, metric: str, *, log: bool = False) -> tuple[np.ndarray, np.ndarray, np.ma.MaskedArray]:
     """(X, Y, Z) meshes with Z[j, i] at (x[i], y[j]) and invalid points masked: what the plots draw."""
-    surface.require_2d("contour")
-    X, Y = np.meshgrid(surface.x, surface.y)
+    X, Y = np.meshgrid(surface.x, surface.require_2d("contour"))
     return X, Y, surface.masked(metric, log=log)
 
 
@@ -40,15 +41,17 @@ def draw(
     levels: int | Sequence[float] = 20,
     log: bool = False,
     cmap: str = "viridis",
-):
+) -> QuadMesh | QuadContourSet:
     """Draw one view of `metric` on `ax` with the given colour scale; returns the mappable."""
     if kind not in KINDS:
         raise ValueError(f"unknown kind {kind!r}; choose from {', '.join(KINDS)}")
     X, Y, Z = contour_data(surface, metric, log=log)
+    y = surface.require_2d("contour")
     ax.set_facecolor("0.85")  # masked points show as grey, not as the lowest colour
+    artist: QuadMesh | QuadContourSet
     if kind == "heatmap":
         # shading="nearest" centres each cell on its grid point, also for uneven spacing.
-        artist = ax.pcolormesh(surface.x, surface.y, Z, shading="nearest", norm=norm, cmap=with_bad(cmap))
+        artist = ax.pcolormesh(surface.x, y, Z, shading="nearest", norm=norm, cmap=with_bad(cmap))
     else:
         lv = make_levels(norm, levels, log=log)
         if kind == "contourf":
@@ -57,14 +60,15 @@ def draw(
             artist = ax.contourf(X, Y, Z, levels=lv, norm=norm, cmap=cmap, extend=extend_for(Z.filled(np.nan), lv))
         else:
             ax.set_facecolor("white")
-            artist = ax.contour(X, Y, Z, levels=lv, norm=norm, cmap=cmap, linewidths=1.0)
-            if len(artist.levels):
-                ax.clabel(artist, inline=True, fontsize=7, fmt="%.3g")
+            lines = ax.contour(X, Y, Z, levels=lv, norm=norm, cmap=cmap, linewidths=1.0)
+            if list(lines.levels):  # matplotlib drops levels outside the data range
+                ax.clabel(lines, inline=True, fontsize=7, fmt="%.3g")
+            artist = lines
     ax.set_xlabel(surface.xlabel)
     ax.set_ylabel(surface.ylabel)
     ax.set_xlim(surface.x.min(), surface.x.max())
-    ax.set_ylim(surface.y.min(), surface.y.max())
-    set_plane_aspect(ax, surface.x, surface.y)
+    ax.set_ylim(y.min(), y.max())
+    set_plane_aspect(ax, surface.x, y)
     return artist
 
 

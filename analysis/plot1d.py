@@ -18,7 +18,7 @@ def _drawable(surface: Surface, names: list[str], *, log: bool) -> list[str]:
 
 def plot1d_figure(surface: Surface, *, log: bool = False) -> Figure:
     """Loss and accuracy curves of a 1D surface on twin axes; masked points leave gaps."""
-    if surface.ndim != 1:
+    if surface.y is not None:
         raise SurfaceError(
             f"{surface.describe()} is a 2D surface ({surface.y.size} x {surface.x.size}); plot1d needs a 1D "
             "surface: use `contour` for 2D files, or take a slice with --at-y VALUE / --at-x VALUE"

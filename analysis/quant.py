@@ -210,7 +210,7 @@ def curves_figure(sweep: Sweep, metric: str = "train_loss", *, log: bool | None 
     log = metric.endswith("loss") if log is None else log
     for ax, bits in zip(axes, quant_bits):
         runs = [r for r in sweep.runs if r.bits in (bits, FLOAT_BITS)]
-        for key, group in sorted(_groups(runs, ["algorithm", "bits", *extra]).items(), key=lambda kv: str(kv[0])):
+        for _key, group in sorted(_groups(runs, ["algorithm", "bits", *extra]).items(), key=lambda kv: str(kv[0])):
             series = [r.series(metric) for r in group]
             n = min(len(s) for s in series)
             if n == 0:
@@ -240,7 +240,7 @@ def error_vs_figure(sweep: Sweep, param: str, metric: str = "test_error") -> Fig
     runs = [r for r in sweep.runs if not (param == "bits" and r.bits == FLOAT_BITS)]
     fig = new_figure(5.2, 3.8)
     ax = fig.subplots()
-    for key, group in sorted(_groups(runs, others).items(), key=lambda kv: str(kv[0])):
+    for _key, group in sorted(_groups(runs, others).items(), key=lambda kv: str(kv[0])):
         xs = sorted({getattr(r, param) for r in group})
         stats = [_mean_std([r.final(metric) for r in group if getattr(r, param) == x]) for x in xs]
         ax.errorbar(xs, [m for m, _ in stats], yerr=[s for _, s in stats], marker="o", capsize=3, label=_label(group[0], others))

@@ -9,11 +9,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from analysis.surface import Surface, SurfaceError, height_label
 from analysis.vtkexport import HEIGHT_ARRAY, polydata
+
+if TYPE_CHECKING:
+    import pyvista
 
 VIEWS = ("oblique", "top")
 
@@ -35,7 +39,7 @@ def auto_zscale(surface: Surface, metric: str, *, log: bool = False, zmax: float
     """Height scale so the z extent is half the larger xy extent (ParaView's Warp By Scalar scale factor)."""
     z, _ = surface.height(metric, log=log, zmax=zmax)
     z_extent = float(np.nanmax(z) - np.nanmin(z))
-    xy_extent = max(float(np.ptp(surface.x)), float(np.ptp(surface.y)), 1e-12)
+    xy_extent = max(float(np.ptp(surface.x)), float(np.ptp(surface.require_2d("render"))), 1e-12)
     return 0.5 * xy_extent / z_extent if z_extent > 0 else 1.0
 
 
@@ -105,7 +109,7 @@ def render_surface(
     return path
 
 
-def _place_camera(plotter, mesh, *, view: str, elev: float, azim: float) -> None:
+def _place_camera(plotter: pyvista.Plotter, mesh: pyvista.PolyData, *, view: str, elev: float, azim: float) -> None:
     """Top: looking down -z with +y up and +x right (parallel). Oblique: matplotlib-style elev/azim."""
     center = np.array(mesh.center)
     if view == "top":

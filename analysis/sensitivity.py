@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 
 from analysis.surface import SurfaceError, attr_value, open_h5, read_attrs
@@ -178,7 +177,8 @@ def layers_figure(data: Sensitivity, criterion: str, *, metric: str = "acc"):  #
             ax.axhline(data.baseline_acc, color="0.4", linestyle="--", linewidth=1, label="unpruned")
         ax.set_xlabel("filters pruned away (%)")
         ax.set_ylabel("accuracy (%)" if metric == "acc" else "loss")
-        ax.set_title(f"{stage}: {CRITERION_LABELS.get(criterion, criterion)}" if stage else CRITERION_LABELS.get(criterion, criterion), fontsize=10)
+        label = CRITERION_LABELS.get(criterion, criterion)
+        ax.set_title(f"{stage}: {label}" if stage else label, fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6 if len(idx) > 8 else 8, ncol=2 if len(idx) > 8 else 1, loc="lower left")
     fig.suptitle(_title(data), fontsize=11)
@@ -290,7 +290,9 @@ def add_commands(subparsers: Any) -> None:
     )
     p.set_defaults(run=_cmd_sensitivity)
     p.add_argument("files", nargs="+", metavar="FILE", help="sensitivity files (.h5) from `effrep prune sensitivity`")
-    p.add_argument("--out", metavar="DIR", default=None, help="write here instead of next to each input file (created if missing)")
+    p.add_argument(
+        "--out", metavar="DIR", default=None, help="write here instead of next to each input file (created if missing)"
+    )
     p.add_argument("--kind", action="append", choices=KINDS, default=None,
                    help="figure to write; repeat for several [default: all that the file supports]")
     p.add_argument("--criterion", default=None, help="the criterion of the per-layer figure [default: one figure per criterion]")

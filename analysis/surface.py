@@ -60,6 +60,13 @@ class Surface:
         if self.path is not None:
             self.path = Path(self.path)
 
+    @property
+    def done_mask(self) -> np.ndarray:
+        """`done` as the array it always is after construction (given, or derived from the metrics)."""
+        if self.done is None:
+            raise SurfaceError(f"{self._where()}the done mask is not set")
+        return self.done
+
     def _where(self) -> str:
         return f"{self.path}: " if getattr(self, "path", None) is not None else ""
 
@@ -103,13 +110,14 @@ class Surface:
             )
         return self.metrics[metric]
 
-    def require_2d(self, command: str) -> None:
-        """Raise a 1D-aware error when a plane-only command gets a line scan."""
-        if self.ndim != 2:
+    def require_2d(self, command: str) -> np.ndarray:
+        """The y coordinates; raise a 1D-aware error when a plane-only command gets a line scan."""
+        if self.y is None:
             raise SurfaceError(
                 f"{self.describe()} is a 1D surface ({self.x.size} points along {self.xlabel}); "
                 f"{command} needs a 2D surface: use `plot1d` for 1D files"
             )
+        return self.y
 
     def valid(self, metric: str, *, log: bool = False) -> np.ndarray:
         """Bool mask of points to show: computed and finite (and > 0 when plotted on a log scale)."""
@@ -138,7 +146,7 @@ class Surface:
             extra = " and positive (needed for --log)" if log else ""
             raise SurfaceError(
                 f"{self.describe()}: metric {metric!r} has no computed, finite{extra} points "
-                f"({int(self.done.sum())} of {self.done.size} points are marked done)"
+                f"({int(self.done_mask.sum())} of {self.done_mask.size} points are marked done)"
             )
         return float(values.min()), float(values.max())
 
@@ -159,20 +167,21 @@ class Surface:
 
     def slice_at(self, *, y: float | None = None, x: float | None = None) -> Surface:
         """The 1D surface along x at the row nearest `y` (or along y at the column nearest `x`)."""
-        if self.y is None:
+        ys = self.y
+        if ys is None:
             raise SurfaceError(f"{self.describe()} is already 1D; drop --at-x/--at-y")
         if (x is None) == (y is None):
             raise SurfaceError("give exactly one of x or y to slice a 2D surface")
         attrs = {k: v for k, v in self.attrs.items() if k not in ("xlabel", "ylabel", "ndim", "axes")}
         if y is not None:
-            j = int(np.argmin(np.abs(self.y - y)))
+            j = int(np.argmin(np.abs(ys - y)))
             attrs["xlabel"] = self.xlabel
-            attrs["slice"] = f"{self.ylabel} = {self.y[j]:.4g}"
-            return Surface(self.x, None, {k: v[j, :] for k, v in self.metrics.items()}, self.done[j, :], attrs, self.path)
+            attrs["slice"] = f"{self.ylabel} = {ys[j]:.4g}"
+            return Surface(self.x, None, {k: v[j, :] for k, v in self.metrics.items()}, self.done_mask[j, :], attrs, self.path)
         i = int(np.argmin(np.abs(self.x - x)))
         attrs["xlabel"] = self.ylabel
         attrs["slice"] = f"{self.xlabel} = {self.x[i]:.4g}"
-        return Surface(self.y, None, {k: v[:, i] for k, v in self.metrics.items()}, self.done[:, i], attrs, self.path)
+        return Surface(ys, None, {k: v[:, i] for k, v in self.metrics.items()}, self.done_mask[:, i], attrs, self.path)
 
 
 def height_label(metric: str, *, log: bool = False) -> str:

@@ -22,7 +22,7 @@ def surface3d_figure(
     cmap: str = "viridis",
 ) -> Figure:
     """A 3D surface of `metric` (NaN/inf/pending points leave holes), coloured by height."""
-    surface.require_2d("surface3d")
+    y = surface.require_2d("surface3d")
     z, _ = surface.height(metric, log=log, zmax=zmax)
     lo, hi = float(np.nanmin(z)), float(np.nanmax(z))
     if log and ((vmin is not None and vmin <= 0) or (vmax is not None and vmax <= 0)):
@@ -33,7 +33,7 @@ def surface3d_figure(
         hi = float(np.log10(vmax)) if log else float(vmax)
     if hi <= lo:
         hi = lo + 1.0
-    X, Y = np.meshgrid(surface.x, surface.y)
+    X, Y = np.meshgrid(surface.x, y)
     fig = new_figure(7.0, 5.6)
     # add_subplot(projection="3d") registers the axes with the figure; a bare Axes3D(fig) would render blank.
     ax = fig.add_subplot(projection="3d")

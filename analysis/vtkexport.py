@@ -11,8 +11,14 @@ from pathlib import Path
 
 import numpy as np
 from vtkmodules.util import numpy_support
-from vtkmodules.vtkCommonCore import vtkDoubleArray, vtkIntArray, vtkPoints, vtkStringArray
-from vtkmodules.vtkCommonDataModel import vtkCellArray, vtkDataSetAttributes, vtkPolyData, vtkStructuredGrid
+from vtkmodules.vtkCommonCore import vtkDataArray, vtkDoubleArray, vtkIntArray, vtkPoints, vtkStringArray
+from vtkmodules.vtkCommonDataModel import (
+    vtkCellArray,
+    vtkDataObject,
+    vtkDataSetAttributes,
+    vtkPolyData,
+    vtkStructuredGrid,
+)
 from vtkmodules.vtkIOXML import vtkXMLPolyDataWriter, vtkXMLStructuredGridWriter, vtkXMLWriter
 
 from analysis.surface import Surface, SurfaceError
@@ -23,9 +29,9 @@ CELL_KINDS = ("quad", "tri")
 
 def _grid_points(surface: Surface, metric: str, *, log: bool, zmax: float | None, flat: bool) -> tuple[np.ndarray, np.ndarray]:
     """(points (ny*nx, 3), valid (ny, nx)) with x fastest; invalid points get z = NaN (0 when flat)."""
-    surface.require_2d("vtk")
+    y = surface.require_2d("vtk")
     z, valid = surface.height(metric, log=log, zmax=zmax)
-    X, Y = np.meshgrid(surface.x, surface.y)
+    X, Y = np.meshgrid(surface.x, y)
     zc = np.zeros_like(z) if flat else z
     return np.column_stack([X.ravel(), Y.ravel(), zc.ravel()]), valid
 
@@ -39,35 +45,35 @@ def point_arrays(surface: Surface, metric: str, *, log: bool = False, zmax: floa
             positive = surface.values(name, log=True)
             with np.errstate(divide="ignore", invalid="ignore"):
                 arrays[f"log10_{name}"] = np.log10(positive).ravel()
-    arrays["done"] = surface.done.astype(np.uint8).ravel()
+    arrays["done"] = surface.done_mask.astype(np.uint8).ravel()
     arrays[HEIGHT_ARRAY] = surface.height(metric, log=log, zmax=zmax)[0].ravel()
     return arrays
 
 
-def _vtk_array(name: str, values: np.ndarray):
+def _vtk_array(name: str, values: np.ndarray) -> vtkDataArray:
     """A named VTK array holding a copy of `values`."""
     array = numpy_support.numpy_to_vtk(np.ascontiguousarray(values), deep=True)
     array.SetName(name)
     return array
 
 
-def _add_metadata(data, surface: Surface, metric: str, *, log: bool, zmax: float | None, flat: bool) -> None:
+def _add_metadata(data: vtkDataObject, surface: Surface, metric: str, *, log: bool, zmax: float | None, flat: bool) -> None:
     """Record what the height means in the file's field data, so the file explains itself in ParaView."""
     fields = data.GetFieldData()
     for key, text in (("metric", metric), ("source", str(surface.path or surface.name))):
-        array = vtkStringArray()
-        array.SetName(key)
-        array.InsertNextValue(text)
-        fields.AddArray(array)
+        text_array = vtkStringArray()
+        text_array.SetName(key)
+        text_array.InsertNextValue(text)
+        fields.AddArray(text_array)
     for key, flag in (("height_is_log10", log), ("flat", flat)):
-        array = vtkIntArray()
-        array.SetName(key)
-        array.InsertNextValue(int(flag))
-        fields.AddArray(array)
-    array = vtkDoubleArray()
-    array.SetName("zmax")
-    array.InsertNextValue(np.nan if zmax is None else float(zmax))
-    fields.AddArray(array)
+        flag_array = vtkIntArray()
+        flag_array.SetName(key)
+        flag_array.InsertNextValue(int(flag))
+        fields.AddArray(flag_array)
+    zmax_array = vtkDoubleArray()
+    zmax_array.SetName("zmax")
+    zmax_array.InsertNextValue(np.nan if zmax is None else float(zmax))
+    fields.AddArray(zmax_array)
 
 
 def structured_grid(

@@ -93,3 +93,22 @@ class QuantConfig:
         return problems
 
 
+
+
+FLOAT_BITS = 32  # the bits recorded for FP runs
+
+
+def sweep_grid(cfg: Any) -> list[dict[str, Any]]:
+    """The runs of ``cfg.quant.sweep`` as grid keys, in a fixed order (algorithm, bits, lr, batch size, seed).
+
+    FP algorithms run once, at ``FLOAT_BITS``; an empty list keeps the base config's single value.
+    """
+    q, t, s = cfg.quant, cfg.train, cfg.quant.sweep
+    return [
+        {"algorithm": alg, "bits": bits, "lr": float(lr), "batch_size": int(batch_size), "seed": int(seed)}
+        for alg in s.algorithms or [q.algorithm]
+        for bits in ([FLOAT_BITS] if ALGORITHMS[alg].rule == "fp" else (s.bits or [q.bits]))
+        for lr in s.lr or [t.lr]
+        for batch_size in s.batch_size or [t.batch_size]
+        for seed in s.seeds or [t.seed]
+    ]

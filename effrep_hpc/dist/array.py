@@ -8,10 +8,9 @@ order, sizes differing by at most one, so a grid scan's shard covers one band of
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping, Sequence, TypeVar
+from typing import Mapping, Sequence, TypeVar
 
 from effrep_hpc.dist import env as envmod
-from effrep_hpc.dist.base import Compute, OnProgress, OnResult, run_serial
 from effrep_hpc.dist.serial import SerialBackend
 
 T = TypeVar("T")
@@ -41,9 +40,10 @@ def block(items: Sequence[T], index: int, count: int) -> list[T]:
 
 
 class ArrayBackend(SerialBackend):
-    """SLURM array task ``rank`` of ``size``: computes its own block of items and writes its own shard.
+    """SLURM array task ``rank`` of ``size``: owns a block of items (:meth:`owned`) and writes its own shard.
 
-    Like the serial backend it talks to no one (``broadcast`` and ``barrier`` are local no-ops).
+    Like the serial backend it talks to no one (``broadcast`` and ``barrier`` are local no-ops) and
+    ``run`` computes the items it is given, in order.
     """
 
     kind = "array"
@@ -68,13 +68,6 @@ class ArrayBackend(SerialBackend):
         """[start, stop) of the items this task computes out of ``total``."""
         return block_bounds(total, self.rank, self.size)
 
-    def run(
-        self,
-        items: Iterable[object],
-        compute: Compute,
-        on_result: OnResult,
-        *,
-        on_progress: OnProgress | None = None,
-    ) -> None:
-        """Compute this task's block in order; ``on_progress`` counts against the block's size."""
-        run_serial(block(list(items), self.rank, self.size), compute, on_result, on_progress)
+    def owned(self, total: int) -> range:
+        """This task's block of ``total`` items."""
+        return range(*self.bounds(total))

@@ -60,6 +60,14 @@ class Backend(abc.ABC):
     ) -> None:
         """Compute every item somewhere and hand each result to ``on_result`` on the writer."""
 
+    def owned(self, total: int) -> range:
+        """Indices (out of ``total``) of the work this job step answers for: all of it, except in an array task.
+
+        Pools (serial, MPI, torch.distributed) share every item among their ranks; an array task owns a fixed
+        block, so a requeued task keeps its block and the tasks' outputs merge into the whole.
+        """
+        return range(total)
+
     def close(self) -> None:
         """Release what this backend set up (e.g. a process group it created); default: nothing."""
 

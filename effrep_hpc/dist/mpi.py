@@ -250,7 +250,7 @@ def _serve_forever(dispatcher: _Dispatcher, stop: threading.Event, inbox: queue.
                 backoff.reset()
             else:
                 backoff.wait()
-    except BaseException as exc:  # handed to the main thread, which re-raises it
+    except BaseException as exc:  # noqa: BLE001 - handed to the main thread, which re-raises it
         inbox.put(_Failure(exc))
 
 

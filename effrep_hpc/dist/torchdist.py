@@ -134,7 +134,7 @@ class TorchBackend(Backend):
             for index in range(start + self.rank, stop, self.size):
                 try:
                     mine.append((index, compute(items[index])))
-                except Exception as err:
+                except Exception as err:  # noqa: BLE001 - _check_round re-raises it on every rank
                     failure, exc = (index, traceback.format_exc()), err
                     break
             self._check_round(failure, exc)

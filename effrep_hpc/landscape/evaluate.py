@@ -89,7 +89,7 @@ class EvalData:
         if len(x) == 0:
             raise ValueError(f"the {split} split is empty")
 
-    def to(self, device: torch.device | str) -> "EvalData":
+    def to(self, device: torch.device | str) -> EvalData:
         """The same data on ``device`` (no copy where already there)."""
         def mv(t: Tensor | None) -> Tensor | None:
             return None if t is None else t.to(device)

@@ -7,7 +7,6 @@ without HDF5 locking (store.h5.open_readonly), so this works while jobs are stil
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -15,8 +14,8 @@ from typing import Any, Optional
 import numpy as np
 
 from effrep_hpc.store.h5 import open_readonly, read_attr
+from effrep_hpc.store.shards import SHARD_RE, shards_of
 
-SHARD_RE = re.compile(r"^(?P<stem>.+)\.shard-(?P<task>\d+)-of-(?P<count>\d+)(?P<suffix>\.[^.]+)$")
 RUN_STATES = ("done", "running", "pending", "failed")
 MAX_FILES = 10000
 
@@ -46,25 +45,18 @@ class FileStatus:
         return {**asdict(self), "complete": self.complete}
 
 
-def shards_of(surface: Path) -> list[Path]:
-    """The array shard files next to ``surface`` (``<stem>.shard-I-of-N<suffix>``), by task index."""
-    found = []
-    if surface.parent.is_dir():
-        for p in surface.parent.glob(f"{surface.stem}.shard-*-of-*{surface.suffix}"):
-            m = SHARD_RE.match(p.name)
-            if m and m["stem"] == surface.stem and m["suffix"] == surface.suffix:
-                found.append((int(m["count"]), int(m["task"]), p))
-    return [p for _, _, p in sorted(found)]
+def masked_kinds() -> dict[str, str]:
+    """Kinds of the sharded outputs (a ``done`` mask, merged from array shards) and what one entry is called."""
+    from effrep_hpc.experiments import EXPERIMENTS
 
-
-# Files whose progress is a ``done`` mask, and what one entry of the mask is called.
-MASKED_KINDS = {"surface": "points", "sensitivity": "cells"}
+    exps = [EXPERIMENTS.get(n) for n in EXPERIMENTS]
+    return {e.kind: e.unit for e in exps if e.kind is not None and e.split == "shards"}
 
 
 def _done_mask(path: Path) -> tuple[np.ndarray, dict[str, Any]]:
     with open_readonly(path) as f:
         kind = read_attr(f, "kind")
-        if kind not in MASKED_KINDS or "done" not in f:
+        if kind not in masked_kinds() or "done" not in f:
             raise ValueError(f"{path} is not a surface or sensitivity file (kind={kind!r})")
         attrs = {k: read_attr(f, k) for k in ("kind", "shard_task", "shard_count")}
         return f["done"][()].reshape(-1).astype(bool), attrs
@@ -94,7 +86,7 @@ def surface_status(surface: Path) -> FileStatus:
         parts.append({"path": str(shard), "task": attrs.get("shard_task"), "of": attrs.get("shard_count"), "done": int(mask.sum())})
     assert union is not None
     total, done = int(union.size), int(union.sum())
-    merge = "effrep merge" if kind == "surface" else "effrep prune merge"
+    merge = "effrep merge"
     notes = []
     if merged is not None and shards:
         notes.append(f"merged file has {merged}/{total}" + ("" if merged == done else f"; run `{merge}` again to add {done - merged} more"))
@@ -102,7 +94,7 @@ def surface_status(surface: Path) -> FileStatus:
         notes.append("not merged yet")
     if len(counts) > 1:
         notes.append(f"shards of different array sizes {sorted(c for c in counts if c is not None)} are mixed here")
-    unit = MASKED_KINDS.get(str(kind), "points")
+    unit = masked_kinds().get(str(kind), "points")
     return FileStatus(str(surface), str(kind), unit, total, done, total - done, parts=parts, note="; ".join(notes))
 
 
@@ -139,7 +131,7 @@ def file_status(path: Path) -> FileStatus:
     with open_readonly(path) as f:
         kind = read_attr(f, "kind")
         has_done = "done" in f
-    if kind in MASKED_KINDS:
+    if kind in masked_kinds():
         return surface_status(path)
     if kind == "metrics":
         return metrics_status(path)
@@ -174,7 +166,7 @@ def collect(output: str | Path) -> list[FileStatus]:
                 continue
             if st.kind == "unknown" and st.total == 0:
                 continue  # not one of ours (directions files and the like)
-            if st.kind in MASKED_KINDS:
+            if st.kind in masked_kinds():
                 surfaces.pop(p, None)
             results.append(st)
         results += [surface_status(s) for s in surfaces]

@@ -1,12 +1,14 @@
 """`effrep submit`: a command and its config become submitit jobs; say which jobs and which files.
 
-- ``train``: one job of ``launch.nodes x launch.tasks_per_node`` processes; each gets torch.distributed's
+The experiment registry says how each command splits (``Experiment.split``):
+
+- ``job`` (train): one job of ``launch.nodes x launch.tasks_per_node`` processes; each gets torch.distributed's
   env:// variables from submitit's job environment (:class:`~effrep_hpc.launch.tasks.DistributedTask`).
-- ``landscape``: an array of N tasks, task i computing its static block into its own shard, then a
-  merge job that starts only if every task succeeded (``afterok``) and assembles the surface file.
-- ``quant sweep``: an array of N tasks running the command with ``dist.backend=array
-  dist.task_id=i dist.num_tasks=N``, each writing its runs into the one sweep file through store/,
-  which lets one writer at a time in; ``prune sensitivity``: an array into shards, then a merge job.
+- ``shards`` (landscape, prune sensitivity): an array of N tasks run with ``dist.backend=array dist.task_id=i
+  dist.num_tasks=N``, task i computing its static block into its own shard, then a merge job that starts only
+  if every task succeeded (``afterok``) and runs `effrep merge`.
+- ``shared`` (quant sweep): an array of N tasks writing into the one output through store/, which lets one
+  writer at a time in.
 
 Every job runs the same config: a snapshot of the resolved config is written next to the logs, so
 editing the YAML file while jobs wait in the queue changes nothing. Without SLURM (``--local``, or
@@ -26,89 +28,29 @@ from typing import Any, Callable, Optional
 from effrep_hpc.config import Config, to_yaml
 from effrep_hpc.launch.executor import JobShape, describe_parameters, load_submit_config, local_parameters, make_executor, resolve_executor, slurm_parameters
 from effrep_hpc.launch.tasks import CommandTask, DistributedTask
+from effrep_hpc.experiments import EXPERIMENTS, by_words
 from effrep_hpc.registry import unknown_name_message
+from effrep_hpc.store.shards import shard_path
 
 Echo = Callable[[str], None]
 
 
-@dataclass(frozen=True)
-class ArrayCommand:
-    """An `effrep` command whose work `<section>.backend=array` shares over N tasks (``task_id`` / ``num_tasks``).
-
-    With ``shard`` each task writes its own shard and a final job merges them (``merge`` builds its
-    argv from the shards and the output); without, every task writes into the final file itself.
-    """
-
-    words: tuple[str, ...]  # e.g. ("quant", "sweep")
-    section: str  # the config section holding backend, task_id and num_tasks
-    final: Callable[[Config], Path]  # the file the user wants
-    shard: Optional[Callable[[Path, int, int], Path]] = None  # (final, task, count) -> shard file
-    merge: Optional[Callable[[list[Path], Path], list[str]]] = None  # (shards, final) -> argv of the merge job
-    size: Optional[Callable[[Config], int]] = None  # number of work items, to refuse more tasks than items
-
-
-def _surface(cfg: Config) -> Path:
-    return Path(cfg.landscape.surface) if cfg.landscape.surface else Path(cfg.run.out) / "surface.h5"
-
-
-def _grid_points(cfg: Config) -> int:
-    from effrep_hpc.landscape.grid import parse_axis
-
-    ny = len(parse_axis(cfg.landscape.y)) if cfg.landscape.y is not None else 1
-    return len(parse_axis(cfg.landscape.x)) * ny
-
-
-def _surface_shard(final: Path, task: int, count: int) -> Path:
-    from effrep_hpc.store.surface import shard_path
-
-    return shard_path(final, task, count)
-
-
-def _sweep_file(cfg: Config) -> Path:
-    # Every task writes its runs into the one sweep file; store/sweep.py serialises the writers.
-    return Path(cfg.quant.sweep_file) if cfg.quant.sweep_file else Path(cfg.run.out) / "sweep.h5"
-
-
-def _sweep_runs(cfg: Config) -> int:
-    from effrep_hpc.runners.quant import expand_sweep
-
-    return len(expand_sweep(cfg))
-
-
-def _sensitivity(cfg: Config) -> Path:
-    return Path(cfg.prune.sensitivity) if cfg.prune.sensitivity else Path(cfg.run.out) / "sensitivity.h5"
-
-
-def _sensitivity_shard(final: Path, task: int, count: int) -> Path:
-    from effrep_hpc.store.sensitivity import sensitivity_shard_path
-
-    return sensitivity_shard_path(final, task, count)
-
-
-ARRAY_COMMANDS: dict[str, ArrayCommand] = {
-    "landscape": ArrayCommand(
-        ("landscape",), "landscape", _surface, _surface_shard,
-        lambda shards, final: ["merge", *map(str, shards), "-o", str(final)], _grid_points,
-    ),
-    "quant sweep": ArrayCommand(("quant", "sweep"), "quant", _sweep_file, size=_sweep_runs),
-    "prune sensitivity": ArrayCommand(
-        ("prune", "sensitivity"), "prune", _sensitivity, _sensitivity_shard,
-        lambda shards, final: ["prune", "merge", *map(str, shards), "-o", str(final)],
-    ),
-}
-COMMANDS = ("train", *ARRAY_COMMANDS)
+def submittable() -> list[str]:
+    """The commands `effrep submit` takes: every registered experiment with a ``split``."""
+    return [" ".join(EXPERIMENTS.get(n).words) for n in EXPERIMENTS if EXPERIMENTS.get(n).split is not None]
 
 
 def parse_command(words: list[str]) -> tuple[tuple[str, ...], list[str]]:
     """Split ``quant sweep cfg.yaml k=v`` (or ``quant.sweep``/``quant-sweep``) into the command and the rest."""
+    commands = submittable()
     if not words:
-        raise ValueError(f"name the command to submit (valid: {', '.join(COMMANDS)})")
+        raise ValueError(f"name the command to submit (valid: {', '.join(commands)})")
     first = words[0].replace("-", " ").replace(".", " ").split()
-    if len(first) == 1 and len(words) > 1 and f"{first[0]} {words[1]}" in COMMANDS:
+    if len(first) == 1 and len(words) > 1 and f"{first[0]} {words[1]}" in commands:
         return (first[0], words[1]), list(words[2:])
     name = " ".join(first)
-    if name not in COMMANDS:
-        raise ValueError(unknown_name_message("command to submit", words[0], list(COMMANDS)))
+    if name not in commands:
+        raise ValueError(unknown_name_message("command to submit", words[0], commands))
     return tuple(first), list(words[1:])
 
 
@@ -137,17 +79,6 @@ class Plan:
     after: Optional[str] = None  # a job id the first steps wait for (--after)
 
 
-def _check_array_section(cfg: Config, spec: ArrayCommand) -> None:
-    section = getattr(cfg, spec.section)
-    names = {f.name for f in dataclasses.fields(section)}
-    missing = sorted({"backend", "task_id", "num_tasks"} - names)
-    if missing:
-        raise ValueError(
-            f"`effrep {' '.join(spec.words)}` cannot run as an array yet: its config section {spec.section}: has no "
-            f"{' or '.join(missing)}; submit it as one job with --array 1"
-        )
-
-
 def plan_submission(
     words: list[str] | tuple[str, ...],
     config: Optional[str],
@@ -161,8 +92,9 @@ def plan_submission(
     """Load the config (with its cluster preset) and lay out the jobs of ``effrep <words> CONFIG overrides``."""
     words = tuple(words)
     name = " ".join(words)
-    if name not in COMMANDS:
-        raise ValueError(unknown_name_message("command to submit", name, list(COMMANDS)))
+    if name not in submittable():
+        raise ValueError(unknown_name_message("command to submit", name, submittable()))
+    exp = by_words(words)
     cfg = load_submit_config(config, overrides, cluster)
     launch = cfg.launch
     cwd = Path.cwd()
@@ -173,37 +105,36 @@ def plan_submission(
     base = [*words, str(snapshot)]
     dependency = f"afterok:{after}" if after else None
     steps: list[Step] = []
-    if name == "train":
+    if exp.split == "job":
         out = Path(cfg.run.out)
         outputs = [out / "checkpoint.pt", out / "metrics.h5"]
         shape = JobShape(name="effrep-train", nodes=launch.nodes, tasks_per_node=launch.tasks_per_node, dependency=dependency)
         steps.append(Step("train", [DistributedTask(base, cwd=cwd, outputs=[str(o) for o in outputs])], shape, outputs))
         return Plan(name, cfg, to_yaml(cfg), snapshot, logs, steps, outputs, after)
 
-    spec = ARRAY_COMMANDS[name]
+    assert exp.output is not None, f"experiment {exp.name} has split={exp.split} but no output"
     n = launch.array if array is None else array
     if n < 1:
         raise ValueError(f"--array must be >= 1 (got {n})")
     job_name = "effrep-" + "-".join(words)
-    final = spec.final(cfg)
-    if spec.size is not None:
-        items = spec.size(cfg)
+    final = exp.output(cfg)
+    if exp.size is not None:
+        items = exp.size(cfg)
         if n > items:
             raise ValueError(f"--array {n} asks for more tasks than there are work items ({items}); use --array {items} or fewer")
     if n == 1:
         # One task needs no shard and no merge: it writes the final file itself.
-        task = CommandTask([*base, f"{spec.section}.backend=serial"], cwd=cwd, outputs=[str(final)])
+        task = CommandTask([*base, "dist.backend=serial"], cwd=cwd, outputs=[str(final)])
         steps.append(Step("run", [task], JobShape(name=job_name, dependency=dependency), [final]))
         return Plan(name, cfg, to_yaml(cfg), snapshot, logs, steps, [final], after)
-    _check_array_section(cfg, spec)
-    shards = [spec.shard(final, i, n) for i in range(n)] if spec.shard is not None else []
+    shards = [shard_path(final, i, n) for i in range(n)] if exp.split == "shards" else []
     tasks = []
     for i in range(n):
-        argv = [*base, f"{spec.section}.backend=array", f"{spec.section}.task_id={i}", f"{spec.section}.num_tasks={n}"]
+        argv = [*base, "dist.backend=array", f"dist.task_id={i}", f"dist.num_tasks={n}"]
         tasks.append(CommandTask(argv, cwd=cwd, outputs=[str(shards[i] if shards else final)]))
     steps.append(Step("array", tasks, JobShape(name=job_name, dependency=dependency), shards or [final]))
-    if spec.merge is not None and shards:
-        merge_task = CommandTask(spec.merge(shards, final), cwd=cwd, outputs=[str(final)])
+    if shards:
+        merge_task = CommandTask(["merge", *map(str, shards), "-o", str(final)], cwd=cwd, outputs=[str(final)])
         steps.append(Step("merge", [merge_task], JobShape(name="effrep-merge", time=launch.merge_time), [final], after=0))
     return Plan(name, cfg, to_yaml(cfg), snapshot, logs, steps, [final], after)
 

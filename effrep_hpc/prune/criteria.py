@@ -37,6 +37,7 @@ from effrep_hpc.prune.names import (  # noqa: F401  (re-exported: the torch-free
     is_activation_criterion,
 )
 
+
 def weight_scores(
     weight: Tensor,
     criterion: str = "l1",

@@ -28,15 +28,13 @@ model's weights in place (``Q_d`` of the initial float weights).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from types import MappingProxyType
-from typing import Any, Callable, Literal, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from torch import Tensor, nn
 
-from effrep_hpc.quant.spec import ALGORITHMS, AlgorithmSpec, get_algorithm  # noqa: F401  (re-exported)
 from effrep_hpc.quant.quantizers import check_bits, choose_delta, grid_limit, quantize_det, quantize_stoch
+from effrep_hpc.quant.spec import ALGORITHMS, AlgorithmSpec, get_algorithm  # noqa: F401  (re-exported)
 
 WEIGHT_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 

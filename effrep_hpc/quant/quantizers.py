@@ -135,7 +135,7 @@ def _gaussian_mse(step: float, bits: int) -> float:
     return float((second - 2 * centre * first + centre**2 * cdf).sum())
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def gaussian_step(bits: int) -> float:
     """The step c_k of the ``bits``-bit grid that minimises the mean squared rounding error of N(0, 1)."""
     check_bits(bits)

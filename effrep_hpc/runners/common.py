@@ -95,28 +95,22 @@ def load_model(path: Path, cfg: Any, device: torch.device, setting: str = "the c
     return model.to(device).eval()
 
 
-W = TypeVar("W")
+def dataset_from_config(cfg: Any, device: torch.device) -> Any:
+    """Load the dataset that ``cfg.data`` names, onto ``device``."""
+    from effrep_hpc.data import load_dataset
+
+    d = cfg.data
+    extra: dict[str, Any] = {k: getattr(d, k) for k in ("train_size", "test_size", "num_classes", "image_size") if getattr(d, k) is not None}
+    if d.input_shape is not None:
+        extra["input_shape"] = tuple(d.input_shape)
+    return load_dataset(d.name, root=d.root, seed=d.seed, device=device, cache_dir=d.cache_dir, **extra)
 
 
-def open_writer_everywhere(backend: Any, make_writer: Callable[[], W]) -> tuple[Optional[W], Any]:
-    """Open the output on the writer and tell every rank what is pending, in one collective.
+def model_from_config(cfg: Any, num_classes: int) -> torch.nn.Module:
+    """Build the model that ``cfg.model`` names for ``num_classes`` classes."""
+    from effrep_hpc.models import create_model
 
-    An error while opening (a busy or mismatching file) reaches every rank, so none is left waiting;
-    the writer re-raises its original exception.
-    """
-    writer: Optional[W] = None
-    error: Optional[BaseException] = None
-    if backend.is_writer:
-        try:
-            writer = make_writer()
-        except (ValueError, RuntimeError, OSError) as exc:
-            error = exc
-    problem, pending = backend.broadcast((str(error) if error else None, writer.pending() if writer is not None else None))
-    if error is not None:
-        raise error
-    if problem:
-        raise ValueError(problem)
-    return writer, pending
+    return create_model(cfg.model.name, num_classes=num_classes, **cfg.model.kwargs)
 
 
 def resolve_path(value: Optional[str], out: str, default_name: str) -> Path:

@@ -8,7 +8,6 @@ the same command again, with any number of ranks, computes only what is missing.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -16,17 +15,14 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from effrep_hpc.config import Config, to_yaml
-from effrep_hpc.dist import get_backend
+from effrep_hpc.config import Config, Scope, to_yaml
 from effrep_hpc.dist.env import local_rank
 from effrep_hpc.landscape.directions import direction_hash, direction_layout, random_direction, same_direction, target_direction, plane_directions, weights_hash
 from effrep_hpc.landscape.evaluate import EvalData, evaluate_points, plan_points_per_pass, prepare_layout, subset
 from effrep_hpc.landscape.grid import grid_points, make_tiles, parse_axis
-from effrep_hpc.models import create_model
-from effrep_hpc.runners.common import load_model, open_writer_everywhere, progress, report, resolve_path, setup_runtime
-from effrep_hpc.runners.train import dataset_from_config
-from effrep_hpc.store.checkpoint import load_checkpoint
-from effrep_hpc.store.surface import SurfaceSpec, SurfaceWriter, shard_path
+from effrep_hpc.runners.common import dataset_from_config, load_model, resolve_path, setup_runtime
+from effrep_hpc.runners.driver import Job, backend_for, open_output, run_job
+from effrep_hpc.store.surface import SurfaceSpec, SurfaceWriter
 
 MAX_AUTO_TILE = 64
 
@@ -89,20 +85,18 @@ def auto_tile(pending: int, ranks: int, k: int) -> int:
     return max(k, -(-tile // k) * k) if k > 1 else tile
 
 
+# Every result-marked key of these sections decides what a surface holds (checkpoint and directions: by hash).
+SCOPE = Scope("landscape", ("data", "landscape"))
+
+
 def run_landscape(cfg: Config, *, overwrite: bool = False) -> Optional[Path]:
     """Compute (or finish) the surface of ``cfg``; return its path on the writer, None elsewhere."""
     L = cfg.landscape
-    options = {}
-    if L.backend == "array":
-        options = {k: v for k, v in (("task_id", L.task_id), ("num_tasks", L.num_tasks)) if v is not None}
-    backend = get_backend(L.backend, **options)
+    backend = backend_for(cfg)
     device = setup_runtime(cfg.run, local_rank())
     x_axis = parse_axis(L.x)
     y_axis = parse_axis(L.y) if L.y is not None else None
-    if L.target and y_axis is not None:
-        raise ValueError("landscape.target interpolates in 1D: set landscape.y=null")
     checkpoint = resolve_path(L.checkpoint, cfg.run.out, "checkpoint.pt")
-    surface = resolve_path(L.surface, cfg.run.out, "surface.h5")
     model = load_model(checkpoint, cfg, device, "landscape.checkpoint")
     dataset = dataset_from_config(cfg, device)
     data = eval_data(cfg, dataset)
@@ -114,77 +108,40 @@ def run_landscape(cfg: Config, *, overwrite: bool = False) -> Optional[Path]:
         )
     w0 = {n: p.detach().clone() for n, p in model.named_parameters()}
     dirs = build_directions(cfg, model, device)
-    metrics = ["train_loss", "train_acc"] + (["test_loss", "test_acc"] if L.test else [])
     spec = SurfaceSpec(
         x=x_axis,
         y=y_axis,
-        metrics=metrics,
+        metrics=["train_loss", "train_acc"] + (["test_loss", "test_acc"] if L.test else []),
         config_yaml=to_yaml(cfg),
         model_hash=weights_hash(model),  # BN running statistics shape the surface too
         directions_hash=direction_hash([dirs.x, dirs.y]),
         directions={"x": _numpy(dirs.x), **({"y": _numpy(dirs.y)} if dirs.y is not None else {})},
         attrs=dict(dirs.attrs),
     )
-    is_array = backend.kind == "array"
-    target = shard_path(surface, backend.rank, backend.size) if is_array else surface
-    extra = {"shard_task": backend.rank, "shard_count": backend.size} if is_array else {}
-    writer, pending = open_writer_everywhere(
-        backend, lambda: SurfaceWriter(target, spec, overwrite=overwrite, extra_attrs=extra)
+    final = resolve_path(L.surface, cfg.run.out, "surface.h5")
+    output = open_output(
+        backend, final, lambda path, attrs: SurfaceWriter(path, spec, overwrite=overwrite, extra_attrs=attrs, scope=SCOPE)
     )
+    pending = np.zeros(spec.num_points, bool)
+    pending[output.pending] = True
     _, coords = grid_points(x_axis, y_axis)
     data = prepare_layout(model, data)  # once per scan, not per tile
     k = plan_points_per_pass(
         model, data, bn=L.bn, loss=L.loss, batch_size=L.batch_size, points_per_pass=L.points_per_pass or "auto"
     )
-    if is_array:
-        # The block of each task is fixed over the whole grid so a requeued task keeps its block.
-        done_here = writer.done_mask() if writer is not None else np.zeros(spec.num_points, bool)
-        tile = L.tile_size or auto_tile(spec.num_points // max(backend.size, 1), 1, k)
-        tiles = make_tiles(np.arange(spec.num_points), tile)
-        lo, hi = backend.bounds(len(tiles))  # type: ignore[attr-defined]
-        todo = int(sum((~done_here[t]).sum() for t in tiles[lo:hi]))
-    else:
-        done_here = None
-        tile = L.tile_size or auto_tile(len(pending), backend.size, k)
-        tiles = make_tiles(np.asarray(pending), tile)
-        todo = len(pending)
+    # Tiles are cut over the whole grid, so an array task's block of tiles is the same after a requeue.
+    owned = len(backend.owned(spec.num_points))
+    tile = L.tile_size or auto_tile(owned, 1 if backend.kind == "array" else backend.size, k)
 
-    def compute(idx: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        if done_here is not None:
-            idx = idx[~done_here[idx]]
-        if idx.size == 0:
-            return idx, {}
-        values = evaluate_points(
+    def compute(idx: np.ndarray) -> dict[str, np.ndarray]:
+        return evaluate_points(
             model, w0, dirs.x, dirs.y, coords[idx], data, loss=L.loss, bn=L.bn, batch_size=L.batch_size,
             points_per_pass=k, bn_batches=L.bn_batches, point_ids=idx,
         )
-        return idx, values
 
-    is_main = backend.is_writer and (backend.rank == 0 or is_array)
-    bar = progress(todo, f"landscape {backend.kind}x{backend.size}", enabled=is_main and cfg.run.progress, unit="pt")
-    began = time.perf_counter()
-
-    def on_result(_tile: np.ndarray, result: tuple[np.ndarray, dict[str, np.ndarray]]) -> None:
-        idx, values = result
-        if idx.size and writer is not None:
-            writer.write(idx, values)
-            bar.update(int(idx.size))
-
-    try:
-        backend.run(tiles, compute, on_result)
-    finally:
-        bar.close()
-        if writer is not None:
-            writer.close()
-    elapsed = time.perf_counter() - began
-    if writer is None:
-        return None
-    if is_main:
-        rate = todo / elapsed if elapsed > 0 else float("nan")
-        print(f"computed {todo} point(s) in {elapsed:.1f}s ({rate:.2f} points/s) on {backend.size} {backend.kind} worker(s)", flush=True)
-        if is_array:
-            pattern = shard_path(surface, 0, backend.size).with_name(
-                shard_path(surface, 0, backend.size).name.replace("-0-of-", "-*-of-"))
-            print(f"shard {backend.rank} of tasks 0..{backend.size - 1}; when all are done: effrep merge {pattern} -o {surface}", flush=True)
-        report("surface", target)
-    return target
+    job = Job(
+        "surface", "point", make_tiles(np.arange(spec.num_points), tile), compute,
+        write=lambda idx, values: output.writer.write(idx, values),  # type: ignore[union-attr]
+        todo=lambda idx: idx[pending[idx]] if pending[idx].any() else None, count=len,
+    )
+    return run_job(backend, job, output, show_progress=cfg.run.progress)

@@ -26,6 +26,7 @@ import h5py
 import numpy as np
 
 from effrep_hpc import __version__
+from effrep_hpc.config.identity import Scope, identity_differences
 
 
 class FileBusyError(RuntimeError):
@@ -203,14 +204,24 @@ class ResumableWriter:
     """The single writer of a preallocated file with a ``done`` mask: lock, create or resume, refuse others.
 
     Subclasses set ``what`` (e.g. "scan") and ``setting`` (the config key naming the file) for messages,
-    and implement ``_differences(f, spec)`` (why an existing file is not this job's) and
-    ``_create(path, spec, extra_attrs)``.
+    and implement ``_differences(f, spec)`` (why an existing file is not this job's: grids, hashes) and
+    ``_create(path, spec, extra_attrs)``. With a ``scope``, every result-marked config key of that scope
+    must also equal the stored config's (``spec.config_yaml`` against the file's ``config`` attribute).
+    A refused resume leaves the file's bytes as they were: it is only ever opened read-only first.
     """
 
     what = "file"
     setting = "another output path"
 
-    def __init__(self, path: str | Path, spec: Any, *, overwrite: bool = False, extra_attrs: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        spec: Any,
+        *,
+        overwrite: bool = False,
+        extra_attrs: dict[str, Any] | None = None,
+        scope: Scope | None = None,
+    ) -> None:
         self.path = Path(path)
         self.spec = spec
         self.file: h5py.File | None = None
@@ -221,6 +232,8 @@ class ResumableWriter:
             if self.path.exists() and not overwrite:
                 with open_readonly(self.path) as f:
                     diffs = self._differences(f, spec)
+                    if scope is not None:
+                        diffs += identity_differences(str(read_attr(f, "config", "")), spec.config_yaml, scope)
                 if diffs:
                     raise ValueError(
                         f"{self.path} holds a different {self.what}, so it cannot be resumed: " + "; ".join(diffs)

@@ -72,12 +72,6 @@ class SensitivitySpec:
         return tuple(int(i) for i in np.unravel_index(int(flat), self.shape))  # type: ignore[return-value]
 
 
-def sensitivity_shard_path(path: str | Path, task: int, num_tasks: int) -> Path:
-    """The shard file of array task ``task`` of ``num_tasks`` for a sensitivity file path."""
-    path = Path(path)
-    return path.with_name(f"{path.stem}.shard-{task}-of-{num_tasks}{path.suffix}")
-
-
 def _strings(values: list[str]) -> np.ndarray:
     return np.array(values, dtype=h5py.string_dtype())
 

@@ -45,12 +45,6 @@ class SurfaceSpec:
         return int(np.prod(self.shape))
 
 
-def shard_path(surface: str | Path, task: int, num_tasks: int) -> Path:
-    """The shard file of array task ``task`` of ``num_tasks`` for a given surface path."""
-    surface = Path(surface)
-    return surface.with_name(f"{surface.stem}.shard-{task}-of-{num_tasks}{surface.suffix}")
-
-
 def _differences(f: h5py.File, spec: SurfaceSpec) -> list[str]:
     diffs = []
     if read_attr(f, "kind") != KIND:

@@ -33,7 +33,6 @@ writer killed at any moment leaves a readable file in which that run is simply r
 from __future__ import annotations
 
 import contextlib
-import difflib
 import math
 import random
 import shutil
@@ -44,8 +43,8 @@ from typing import Any, Iterator, Optional
 
 import h5py
 import numpy as np
-import yaml
 
+from effrep_hpc.config.identity import Scope, identity_differences
 from effrep_hpc.store.curves import create_curves, read_curves, write_row
 from effrep_hpc.store.h5 import (
     FileBusyError,
@@ -68,6 +67,8 @@ HIST_BINS = 100
 HIST_LIMIT = 1.25
 ERROR_BYTES = 4000
 DEFAULT_LOCK_TIMEOUT = 600.0
+# What makes two runs the same run: every result key of these sections (paths and keep_every may differ).
+RUN_SCOPE = Scope("quant-run", ("data", "model", "train", "quant"))
 
 
 @dataclass(frozen=True)
@@ -171,29 +172,7 @@ def _create(path: Path, runs: list[RunSpec], config_yaml: str, epochs: int) -> N
             preallocate(g, "hist_quant", (HIST_BINS,), np.float64, np.nan)
 
 
-def _differences(old: str, new: str) -> list[str]:
-    """Dotted keys whose values differ between two YAML configs (a line diff if either is not a mapping)."""
-    try:
-        a, b = yaml.safe_load(old), yaml.safe_load(new)
-    except yaml.YAMLError:
-        a = b = None
-    if not (isinstance(a, dict) and isinstance(b, dict)):
-        lines = difflib.unified_diff(old.splitlines(), new.splitlines(), lineterm="", n=0)
-        return [line for line in lines if line[:1] in "+-" and not line.startswith(("+++", "---"))]
-    diffs: list[str] = []
-
-    def walk(x: Any, y: Any, prefix: str) -> None:
-        if isinstance(x, dict) and isinstance(y, dict):
-            for key in sorted(set(x) | set(y), key=str):
-                walk(x.get(key), y.get(key), f"{prefix}.{key}" if prefix else str(key))
-        elif x != y:
-            diffs.append(f"{prefix}: {x!r} -> {y!r}")
-
-    walk(a, b, "")
-    return diffs
-
-
-def _mismatch(f: h5py.File, path: Path, runs: list[RunSpec], epochs: int) -> Optional[str]:
+def _mismatch(f: h5py.File, path: Path, runs: list[RunSpec], epochs: int, scope: Scope) -> Optional[str]:
     """Why the file at ``path`` does not hold this sweep (None when it does)."""
     if read_attr(f, "kind") != KIND:
         return f"{path} is not a sweep file (kind={read_attr(f, 'kind')!r})"
@@ -208,10 +187,12 @@ def _mismatch(f: h5py.File, path: Path, runs: list[RunSpec], epochs: int) -> Opt
     if len(old_names) != len(runs):
         return f"{path} holds {len(old_names)} runs, the config expands to {len(runs)}"
     for run in runs:
-        old = read_attr(f["runs"][run.name], "config", "") if run.name in f["runs"] else ""
-        if old != run.config_yaml:
-            return f"{path}: {run.name} was made with a different config ({'; '.join(_differences(old, run.config_yaml)[:6])})"
-    return f"{path} was made for a different sweep"
+        if run.name not in f["runs"]:
+            return f"{path} has no run {run.name}; it was made for a different sweep"
+        diffs = identity_differences(str(read_attr(f["runs"][run.name], "config", "")), run.config_yaml, scope)
+        if diffs:
+            return f"{path}: {run.name} was made with a different config ({'; '.join(diffs[:6])})"
+    return None  # only keys that do not change results differ (paths, keep_every): the same sweep
 
 
 def prepare_sweep(
@@ -220,10 +201,14 @@ def prepare_sweep(
     *,
     config_yaml: str,
     epochs: int,
+    scope: Optional[Scope] = None,
     overwrite: bool = False,
     timeout: float = DEFAULT_LOCK_TIMEOUT,
 ) -> list[str]:
-    """Create the sweep file, or check the existing one holds this sweep (``overwrite``: start over); return statuses."""
+    """Create the sweep file, or check the existing one holds this sweep (``overwrite``: start over); return statuses.
+
+    A run of the file and of this sweep are the same when every result key of ``scope`` agrees.
+    """
     path = Path(path)
     names = [r.name for r in runs]
     if len(set(names)) != len(names):
@@ -234,7 +219,7 @@ def prepare_sweep(
             shutil.rmtree(runs_dir(path), ignore_errors=True)
         if path.exists():
             with open_readonly(path) as f:
-                problem = _mismatch(f, path, runs, epochs)
+                problem = _mismatch(f, path, runs, epochs, scope or RUN_SCOPE)
             if problem:
                 raise ValueError(
                     f"{problem}. Resume it with the same config, choose another quant.sweep_file (or run.out), "

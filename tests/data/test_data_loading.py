@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from imagefolder_helpers import make_tree
-
 from effrep_hpc.data import DATASETS, Dataset, dataset_options, list_datasets, load_dataset
+
+from imagefolder_helpers import make_tree
 
 
 @pytest.fixture

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from effrep_hpc.data import load_dataset
-from effrep_hpc.data import mnist1d_gen
+from effrep_hpc.data import load_dataset, mnist1d_gen
 
 SMALL = 200  # samples: 20 per class keeps generation in the tens of milliseconds
 

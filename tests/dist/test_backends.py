@@ -80,7 +80,7 @@ def test_array_tasks_together_compute_every_item_once() -> None:
     for task in range(4):
         backend = ArrayBackend(task_id=task, num_tasks=4)
         rec = Recorder()
-        backend.run(items, str.upper, rec.on_result, on_progress=rec.on_progress)
+        backend.run([items[i] for i in backend.owned(len(items))], str.upper, rec.on_result, on_progress=rec.on_progress)
         assert [item for item, _ in rec.results] == block(items, task, 4)
         assert all(result == item.upper() for item, result in rec.results)
         assert rec.progress[-1] == (len(block(items, task, 4)), len(block(items, task, 4)))
@@ -96,7 +96,7 @@ def test_array_task_from_slurm_environment() -> None:
     backend = ArrayBackend(env=env)
     assert (backend.rank, backend.size) == (2, 4)
     rec = Recorder()
-    backend.run(range(10), lambda x: x, rec.on_result)
+    backend.run(list(backend.owned(10)), lambda x: x, rec.on_result)
     assert [item for item, _ in rec.results] == [6, 7]
     # broadcast and barrier do not communicate: tasks may run hours apart
     assert backend.broadcast("mine") == "mine"

@@ -9,6 +9,7 @@ import torch
 
 from effrep_hpc.landscape.directions import direction_hash, direction_layout, random_direction
 from effrep_hpc.store.directions import direction_file_attrs, load_directions, save_directions
+
 from landscape_helpers import TinyCNN, make_cnn, make_mlp
 
 

@@ -21,6 +21,7 @@ from effrep_hpc.landscape.directions import (
     unflatten_directions,
     weights_hash,
 )
+
 from landscape_helpers import make_cnn, make_mlp
 
 

@@ -11,6 +11,7 @@ from torch import nn
 from effrep_hpc.landscape.directions import parameter_weights, point_weights, random_direction
 from effrep_hpc.landscape.evaluate import EvalData, evaluate_points, plan_points_per_pass, subset
 from effrep_hpc.landscape.grid import grid_points, make_axis, make_tiles
+
 from landscape_helpers import image_data, make_cnn, make_mlp, reference_eval, vector_data
 
 BATCH = 16

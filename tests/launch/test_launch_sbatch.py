@@ -188,4 +188,4 @@ def test_sweeps_are_arrays_writing_one_file_or_merged_shards(tmp_path: Path) -> 
     assert [s.role for s in prune.steps] == ["array", "merge"]
     assert prune.steps[0].tasks[1].argv[3:] == ["dist.backend=array", "dist.task_id=1", "dist.num_tasks=2"]
     shards = [f"{tmp_path}/p/sensitivity.shard-{i}-of-2.h5" for i in range(2)]
-    assert prune.steps[1].tasks[0].argv == ["prune", "merge", *shards, "-o", f"{tmp_path}/p/sensitivity.h5"]
+    assert prune.steps[1].tasks[0].argv == ["merge", *shards, "-o", f"{tmp_path}/p/sensitivity.h5"]

@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from prune_helpers import calibrated
 from effrep_hpc.models import count_flops_params, create_model
 from effrep_hpc.models.layers import ZooModel
 from effrep_hpc.prune import (
@@ -21,6 +20,8 @@ from effrep_hpc.prune import (
     select_filters,
 )
 from effrep_hpc.store.checkpoint import load_checkpoint, save_checkpoint
+
+from prune_helpers import calibrated
 
 # ResNet-34 runs on 64x64 inputs: the surgery does not depend on the resolution, the test time does.
 CASES = [

@@ -12,7 +12,8 @@ import torch
 
 from effrep_hpc.store.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from effrep_hpc.store.h5 import FileBusyError
-from effrep_hpc.store.surface import SurfaceSpec, SurfaceWriter, merge_shards, read_surface, shard_path
+from effrep_hpc.store.surface import SurfaceSpec, SurfaceWriter, merge_shards, read_surface
+from effrep_hpc.store.shards import shard_path
 
 METRICS = ["train_loss", "train_acc"]
 

@@ -1,14 +1,16 @@
-"""`effrep submit` (SLURM arrays and jobs through submitit) and `effrep status` (progress from HDF5 files)."""
+"""`effrep submit` (SLURM arrays and jobs through submitit), `effrep status` (progress read from the HDF5 files) and
+`effrep merge` (array-task shards into one file, dispatched on the shards' kind through the experiment registry)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 SUBMIT_EPILOG = """\
-COMMAND is train, landscape, "quant sweep" or "prune sensitivity"; CONFIG and key=value overrides as
+COMMAND is an experiment that can be submitted (train, landscape, "quant sweep", "prune sensitivity", ...); CONFIG and key=value overrides as
 for the command itself. Cluster settings come from --cluster PRESET (configs/clusters/PRESET.yaml),
 then the config's launch: section, then launch.key=value overrides. Examples:
   effrep submit landscape configs/demo/digits.yaml --cluster local --array 3 --wait
@@ -20,15 +22,12 @@ Jobs are requeued on preemption or near their time limit and resume from their f
 
 def cmd_submit(args: argparse.Namespace) -> int:
     """Submit the jobs of a command; print the job ids and the files they will write."""
-    from effrep_hpc.cli import UserError, _split_config_args
+    from effrep_hpc.cli import UserError, split_config_args
     from effrep_hpc.launch.executor import resolve_executor
     from effrep_hpc.launch.submit import parse_command, plan_lines, plan_submission, submission_lines, submit_plan, wait_for
 
     words, rest = parse_command(list(args.command))
-    config, overrides = _split_config_args(rest)
-    bad = [o for o in overrides if "=" not in o]
-    if bad:
-        raise UserError(f"expected key=value overrides after the config file, got {bad}")
+    config, overrides = split_config_args(rest)
     plan = plan_submission(words, config, overrides, cluster=args.cluster, array=args.array, folder=args.folder, after=args.after)
     kind = resolve_executor(plan.cfg.launch, args.local)
     if kind == "local" and args.after:
@@ -98,33 +97,28 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-class _IntermixedParser(argparse.ArgumentParser):
-    """A subcommand parser that takes options anywhere, e.g. after the key=value overrides."""
+def cmd_merge(args: argparse.Namespace) -> int:
+    """Merge the array-task shards of one output into one file, with the merge of the shards' experiment."""
+    from effrep_hpc.experiments import by_kind
+    from effrep_hpc.store.h5 import open_readonly, read_attr
 
-    _intermixing = False
-
-    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
-        """Parse positionals and options in any order (argparse's intermixed parsing)."""
-        if self._intermixing:  # parse_known_intermixed_args calls back into this method
-            return super().parse_known_args(args, namespace)
-        self._intermixing = True
-        try:
-            return self.parse_known_intermixed_args(args, namespace)
-        finally:
-            self._intermixing = False
+    shards = [Path(s) for s in args.shards]
+    if not shards[0].is_file():
+        raise FileNotFoundError(f"shard file not found: {shards[0]}")
+    with open_readonly(shards[0]) as f:
+        kind = read_attr(f, "kind")
+    exp = by_kind(kind)
+    if exp is None or exp.merge is None:
+        raise ValueError(f"{shards[0]} is a {kind!r} file, which has no shards to merge")
+    path, done, total = exp.load("merge")(shards, Path(args.output), overwrite=args.overwrite)
+    print(f"merged {len(shards)} shard(s): {done}/{total} {exp.unit} done")
+    print(f"{exp.kind}: {path}")
+    return 0
 
 
 def add_commands(sub: Any) -> None:
-    """Add `submit` and `status` to the `effrep` parser."""
-    # add_parser builds sub._parser_class(...); swap in the intermixed parser just for `submit`.
-    default_class = sub._parser_class
-    sub._parser_class = _IntermixedParser
-    try:
-        p = _add_submit(sub)
-    finally:
-        sub._parser_class = default_class
-    p.set_defaults(func=cmd_submit)
-
+    """Add `submit`, `status` and `merge` to the `effrep` parser."""
+    _add_submit(sub).set_defaults(func=cmd_submit)
     p = sub.add_parser(
         "status",
         help="Points, epochs or runs done/pending/failed, read from the HDF5 outputs themselves.",
@@ -134,6 +128,15 @@ def add_commands(sub: Any) -> None:
     p.add_argument("output", nargs="+", help="surface.h5 (its shards are found next to it), metrics.h5, a sweep file or a directory")
     p.add_argument("--json", action="store_true", help="print a JSON list")
     p.set_defaults(func=cmd_status)
+    p = sub.add_parser(
+        "merge", help="Merge the shard files of an array-task run (surface, sensitivity, ...) into one file.",
+        description="Copy the done entries of every shard (<stem>.shard-I-of-N.h5) into one file of the same kind; "
+        "the kind is read from the shards. Refuses shards of different runs.",
+    )
+    p.add_argument("shards", nargs="+", help="shard files (e.g. surface.shard-I-of-N.h5)")
+    p.add_argument("-o", "--output", required=True, help="the file to write")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.set_defaults(func=cmd_merge)
 
 
 def _add_submit(sub: Any) -> argparse.ArgumentParser:

@@ -1,0 +1,179 @@
+"""The experiment registry: every experiment is one unit that the CLI, `effrep submit`, `merge` and `status` find here.
+
+An :class:`Experiment` names its CLI words, the config sections its ``--help`` lists, its runner and how the
+command prints the runner's result (``"module:function"`` strings, imported only when the command runs, so
+`effrep --help` and job planning stay torch-free), its output file and the HDF5 ``kind`` stored in it, how
+it splits into SLURM array tasks (``split``), how many work items it has, and how shards merge.
+
+Adding an experiment is: its math module, a short runner, one entry in ``EXPERIMENTS`` below, tests and
+docs. No shared dispatch code changes: the CLI builds one subcommand per entry, `effrep submit` plans
+arrays from ``split``/``size``/``output``, and `effrep merge`/`status` dispatch on ``kind``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal, Optional
+
+from effrep_hpc.registry import Registry
+
+Split = Literal["job", "shards", "shared"]  # one (multi-node) job; array tasks into shards + merge; into one file
+
+
+@dataclass(frozen=True)
+class Flag:
+    """An extra command-line flag of an experiment, passed to its runner as a keyword argument."""
+
+    name: str  # e.g. "--retry-failed"
+    help: str
+
+    @property
+    def dest(self) -> str:
+        """The runner's keyword for this flag."""
+        return self.name.lstrip("-").replace("-", "_")
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One registered experiment; see the module docstring."""
+
+    name: str
+    words: tuple[str, ...]  # CLI words, e.g. ("prune", "sensitivity")
+    summary: str  # one line for `effrep --help`
+    description: str  # the subcommand's --help text
+    runner: str  # "module:function" taking (cfg, *, overwrite, **flags)
+    sections: tuple[str, ...]  # config sections whose keys --help lists
+    show: Optional[str] = None  # "module:function" turning the runner's result into text for the terminal
+    flags: tuple[Flag, ...] = ()
+    overwrite_help: str = "start over instead of resuming (the existing output is lost)"
+    output: Optional[Callable[[Any], Path]] = None  # cfg -> the file a user waits for
+    kind: Optional[str] = None  # the output's HDF5 "kind" attribute (merge and status dispatch on it)
+    unit: str = "items"  # what one entry of the output's done mask is (status)
+    split: Optional[Split] = None  # how `effrep submit` shares it out; None: not submittable
+    size: Optional[Callable[[Any], int]] = None  # cfg -> number of work items (no more array tasks than that)
+    merge: Optional[str] = None  # "module:function(shards, output, *, overwrite) -> (path, done, total)"
+
+    def load(self, what: str = "runner") -> Callable[..., Any]:
+        """Import this experiment's ``runner``, ``show`` or ``merge`` function."""
+        module, _, name = str(getattr(self, what)).partition(":")
+        return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
+
+
+EXPERIMENTS: Registry[Experiment] = Registry("experiment")
+
+
+def register(exp: Experiment) -> Experiment:
+    """Add ``exp`` under its name."""
+    return EXPERIMENTS.register(exp.name)(exp)
+
+
+def by_words(words: tuple[str, ...]) -> Experiment:
+    """The experiment whose CLI words are ``words``; KeyError naming the valid commands otherwise."""
+    for name in EXPERIMENTS:
+        if EXPERIMENTS.get(name).words == words:
+            return EXPERIMENTS.get(name)
+    raise KeyError(" ".join(words))
+
+
+def by_kind(kind: Optional[str]) -> Optional[Experiment]:
+    """The experiment whose output files carry ``kind`` (None if none does)."""
+    for name in EXPERIMENTS:
+        if kind is not None and EXPERIMENTS.get(name).kind == kind:
+            return EXPERIMENTS.get(name)
+    return None
+
+
+def _path(value: Optional[str], out: str, default: str) -> Path:
+    return Path(value) if value else Path(out) / default
+
+
+def _grid_points(cfg: Any) -> int:
+    from effrep_hpc.landscape.grid import parse_axis
+
+    ny = len(parse_axis(cfg.landscape.y)) if cfg.landscape.y is not None else 1
+    return len(parse_axis(cfg.landscape.x)) * ny
+
+
+def _sweep_runs(cfg: Any) -> int:
+    from effrep_hpc.config.quant import sweep_grid
+
+    return len(sweep_grid(cfg))
+
+
+PRUNE = "effrep_hpc.runners.prune"
+register(Experiment(
+    "train", ("train",), "Train a model; re-running the same command resumes after a kill.",
+    "Train a model; re-running the same command resumes after a kill. Under torchrun or srun the batches\n"
+    "are shared by torch.distributed processes (one DDP branch).",
+    "effrep_hpc.runners.train:run_train", ("data", "model", "train", "run"), show="effrep_hpc.runners.train:describe",
+    overwrite_help="delete the run's checkpoint, metrics and weights and start over",
+    output=lambda cfg: Path(cfg.run.out) / "checkpoint.pt", kind="metrics", unit="epochs", split="job",
+))
+register(Experiment(
+    "landscape", ("landscape",),
+    "Scan a 1D/2D loss landscape around a checkpoint into an HDF5 surface file.",
+    "Scan a 1D/2D loss landscape around a checkpoint into an HDF5 surface file. Re-running resumes; under\n"
+    "`mpiexec -n P python -m mpi4py -m effrep_hpc.cli landscape ...` the grid is shared by P ranks, with\n"
+    "dist.backend=array each SLURM array task writes a shard (then `effrep merge`).",
+    "effrep_hpc.runners.landscape:run_landscape", ("landscape", "data", "dist", "run"),
+    overwrite_help="start the surface file over instead of resuming it",
+    output=lambda cfg: _path(cfg.landscape.surface, cfg.run.out, "surface.h5"), kind="surface", unit="points",
+    split="shards", size=_grid_points, merge="effrep_hpc.store.surface:merge_shards",
+))
+register(Experiment(
+    "sensitivity", ("prune", "sensitivity"), "Accuracy with each layer pruned alone, per ratio and criterion (HDF5).",
+    "For every prunable layer (prune.layers), every ratio (prune.sensitivity_ratios) and every criterion\n"
+    "(prune.sensitivity_criteria), prune that one layer of the trained model and evaluate it (prune.eval_split,\n"
+    "optionally after prune.sensitivity_retrain_epochs of retraining). Cells are shared out by dist/ (serial,\n"
+    "MPI ranks, or SLURM array tasks with dist.backend=array) into prune.sensitivity (default\n"
+    "<run.out>/sensitivity.h5). Re-running resumes with any number of ranks.\n\n"
+    "  mpiexec -n 4 python -m mpi4py -m effrep_hpc.cli prune sensitivity CONFIG 'prune.sensitivity_criteria=[l1,random,largest]'\n"
+    "  python -m analysis sensitivity runs/x/sensitivity.h5      # the paper's Figures 2 and 8",
+    "effrep_hpc.runners.sensitivity:run_sensitivity", ("prune", "data", "train", "dist", "run"),
+    overwrite_help="start the file over instead of resuming it",
+    output=lambda cfg: _path(cfg.prune.sensitivity, cfg.run.out, "sensitivity.h5"), kind="sensitivity", unit="cells",
+    split="shards", merge="effrep_hpc.store.sensitivity:merge_sensitivity_shards",
+))
+register(Experiment(
+    "prune-apply", ("prune", "apply"), "Prune a trained checkpoint by a preset or per-layer ratios (no retraining).",
+    "Rank filters by prune.criterion (prune.strategy independent or greedy), cut the ones of prune.preset and/or\n"
+    "prune.ratios, and save the smaller model as <prune.out>/pruned.pt (arch + state_dict). Prints test accuracy,\n"
+    "FLOPs, params and the measured speed-up (median forward time at prune.speed_batch_size).",
+    f"{PRUNE}:run_apply", ("prune", "data", "model", "run"), show=f"{PRUNE}:describe",
+    overwrite_help="delete earlier outputs in prune.out first",
+))
+register(Experiment(
+    "prune-retrain", ("prune", "retrain"), "Prune a trained checkpoint and retrain it (once, or iteratively).",
+    "As `apply`, then retrain with the paper's recipe: prune.retrain_lr (1e-3), prune.retrain_schedule (constant)\n"
+    "for prune.retrain_epochs (40), with train.optimizer / momentum / weight_decay / batch_size.\n"
+    "prune.iterations=K prunes in K equal steps, retraining after each. Every epoch is checkpointed, so\n"
+    "re-running resumes; the result is <prune.out>/retrained.pt and the table in summary.json.",
+    f"{PRUNE}:run_retrain", ("prune", "train", "data", "model", "run"), show=f"{PRUNE}:describe",
+))
+register(Experiment(
+    "prune-scratch", ("prune", "scratch"), "Train the pruned architecture from scratch (the paper's baseline).",
+    "Build the architecture that `apply` would produce and train it from random weights with the train section,\n"
+    "under <prune.out>/scratch; resumable like `effrep train`. Its accuracy joins <prune.out>/summary.json.",
+    f"{PRUNE}:run_scratch", ("prune", "train", "data", "model", "run"), show=f"{PRUNE}:describe",
+))
+register(Experiment(
+    "quant-train", ("quant", "train"), "Train one quantized model (quant.* + train.*); re-running resumes.",
+    "Train one run into run.out (quant_checkpoint.pt every epoch, metrics.h5); re-running resumes.",
+    "effrep_hpc.runners.quant:run_quant_train", ("quant", "train", "data", "model", "run"),
+    show="effrep_hpc.runners.quant:describe", overwrite_help="delete the run's checkpoint and metrics and start over",
+))
+register(Experiment(
+    "quant-sweep", ("quant", "sweep"), "Run a sweep of quantized runs into one HDF5 file (serial, MPI or array).",
+    "Run every combination of quant.sweep (algorithms x bits x lr x batch_size x seeds) into one HDF5 sweep file\n"
+    "(quant.sweep_file, default <run.out>/sweep.h5). Re-running resumes: done runs are skipped, unfinished ones\n"
+    "restart from their per-run checkpoints in <sweep>_runs/; a run that diverges is recorded as failed and the\n"
+    "sweep goes on. Runs are shared by MPI ranks (rank 0 writes) or, with dist.backend=array, by SLURM array\n"
+    "tasks that write into the same file one at a time. Then: python -m analysis quant-table FILE.",
+    "effrep_hpc.runners.quant_sweep:run_quant_sweep", ("quant", "train", "data", "model", "dist", "run"),
+    flags=(Flag("--retry-failed", "also rerun runs recorded as failed"),),
+    overwrite_help="delete the sweep file and its per-run checkpoints first",
+    output=lambda cfg: _path(cfg.quant.sweep_file, cfg.run.out, "sweep.h5"), kind="quant_sweep", unit="runs",
+    split="shared", size=_sweep_runs,
+))
