@@ -43,7 +43,12 @@ def points(n: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).uniform(-1, 1, size=(n, 2))
 
 
-def ours(model, w0, dx, dy, coords, data: EvalData, batch_size: int) -> float:
+Weights = dict[str, torch.Tensor]
+
+
+def ours(
+    model: torch.nn.Module, w0: Weights, dx: Weights, dy: Weights, coords: np.ndarray, data: EvalData, batch_size: int
+) -> float:
     """Points/s of our engine."""
     evaluate_points(model, w0, dx, dy, coords[:2], data, batch_size=batch_size)  # warm-up
     t = time.perf_counter()
@@ -51,7 +56,9 @@ def ours(model, w0, dx, dy, coords, data: EvalData, batch_size: int) -> float:
     return len(coords) / (time.perf_counter() - t)
 
 
-def reference(model, w0, dx, dy, coords, data: EvalData, batch_size: int) -> float:
+def reference(
+    model: torch.nn.Module, w0: Weights, dx: Weights, dy: Weights, coords: np.ndarray, data: EvalData, batch_size: int
+) -> float:
     """Points/s of a research-style loop: deep copy per point, DataLoader over the data."""
     loaders = [DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=False) for _, x, y in data.splits()]
     crit = torch.nn.CrossEntropyLoss(reduction="sum")
@@ -73,7 +80,7 @@ def reference(model, w0, dx, dy, coords, data: EvalData, batch_size: int) -> flo
     return len(coords) / (time.perf_counter() - t)
 
 
-def bound(model, coords, data: EvalData, batch_size: int) -> float:
+def bound(model: torch.nn.Module, coords: np.ndarray, data: EvalData, batch_size: int) -> float:
     """Points/s if a point cost only its forward passes over in-memory batches."""
     model.eval()
     batches = [x[s : s + batch_size] for _, x, _ in data.splits() for s in range(0, len(x), batch_size)]

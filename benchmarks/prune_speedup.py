@@ -25,10 +25,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
+import torch
 
-from effrep_hpc.models import create_model, model_spec  # noqa: E402
-from effrep_hpc.prune import compare_costs, get_preset, median_times, prune_by_ratios  # noqa: E402
+from effrep_hpc.models import create_model, model_spec
+from effrep_hpc.prune import compare_costs, get_preset, median_times, prune_by_ratios
 
 TARGETS = {"vgg16-a": 1.4, "resnet110-b": 1.2}  # at batch 32, CPU, one thread
 TARGET_BATCH = 32
@@ -91,13 +91,14 @@ def bench_preset(
         t0, t1 = median_times([original, pruned], x, warmup=warmup, repeats=repeats)
         rows.append(
             {
-                "preset": preset.name, "model": preset.model, "layout": layout, "round_to": round_to, "batch": batch, "original_ms": 1e3 * t0,
-                "pruned_ms": 1e3 * t1, "speedup": t0 / t1, "flop_ratio": costs["flops_speedup"],
+                "preset": preset.name, "model": preset.model, "layout": layout, "round_to": round_to, "batch": batch,
+                "original_ms": 1e3 * t0, "pruned_ms": 1e3 * t1, "speedup": t0 / t1, "flop_ratio": costs["flops_speedup"],
                 "flops_reduction_pct": costs["flops_reduction_pct"],
             }
         )
         print(
-            f"{preset.name:<12} {layout:<14} {batch:>6} {1e3 * t0:>12.2f} {1e3 * t1:>11.2f} {t0 / t1:>9.2f}x {costs['flops_speedup']:>9.2f}x"
+            f"{preset.name:<12} {layout:<14} {batch:>6} {1e3 * t0:>12.2f} {1e3 * t1:>11.2f} {t0 / t1:>9.2f}x"
+            f" {costs['flops_speedup']:>9.2f}x"
             + ("   <- pruned is slower" if t1 > t0 else ""),
             flush=True,
         )

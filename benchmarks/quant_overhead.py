@@ -6,9 +6,9 @@ One training step = forward, backward and optimizer step on a fixed batch of syn
   BC, SR       QuantizedOptimizer, 1 bit, every conv and linear weight quantized (+ the -adam variants
                with --adam).
 Algorithms are timed in interleaved rounds and each keeps its fastest round: load from other processes on a
-shared machine only ever adds time, so the minimum is the best estimate of what a step costs. Target: BC and SR <= 1.3x FP. On a tiny model (digits_mlp, a 0.4 ms
-step on one CPU thread) SR's extra elementwise kernels and random draws are a visible fraction of the step;
-on conv nets they are not.
+shared machine only ever adds time, so the minimum is the best estimate of what a step costs.
+Target: BC and SR <= 1.3x FP. On a tiny model (digits_mlp, a 0.4 ms step on one CPU thread) SR's extra
+elementwise kernels and random draws are a visible fraction of the step; on conv nets they are not.
 
 Usage: python benchmarks/quant_overhead.py [--models resnet20 vgg9] [--batch 64] [--steps 5] [--rounds 5]
                                            [--device auto] [--threads 1] [--bits 1] [--adam] [--quick]

@@ -24,7 +24,7 @@ def write_npz_atomic(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         with open(tmp, "xb") as fh:
-            np.savez(fh, **arrays)
+            np.savez(fh, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds like allow_pickle
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)

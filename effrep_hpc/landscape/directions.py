@@ -236,15 +236,16 @@ def combine(
     if len(dirs) != len(coeffs):
         raise ValueError(f"got {len(dirs)} directions but {len(coeffs)} coefficients")
     acc = list(w0)
-    for d, c in zip(dirs, coeffs):
-        d = list(d)
+    for direction, c in zip(dirs, coeffs):
+        d = list(direction)
         cache: dict = {}
+        scaled: Sequence[Tensor]
         if d and all(t.dtype == d[0].dtype and t.device == d[0].device for t in d):
             # One multi-tensor kernel instead of one launch per parameter (matters on GPUs).
             scaled = torch._foreach_mul(d, _coefficient(cache, c, d[0]))
         else:
             scaled = [t * _coefficient(cache, c, t) for t in d]
-        acc = torch._foreach_add(acc, scaled)
+        acc = list(torch._foreach_add(acc, list(scaled)))
     return acc
 
 
@@ -267,7 +268,7 @@ def set_weights(
 ) -> None:
     """Set the model's parameters in place to ``w0 + sum_k coeffs[k] * dirs[k]`` (always from w0)."""
     named = list(model.named_parameters())
-    params = [p for _, p in named]
+    params: list[Tensor] = [p for _, p in named]
     reference = dict(named)
     check_compatible(reference, w0, what="w0")
     for d in dirs:

@@ -26,6 +26,7 @@ from typing import Sequence
 
 import torch
 from torch import nn
+from torch.nn.modules.conv import _ConvNd
 
 _COUNTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
@@ -39,7 +40,7 @@ def _check_shape(input_shape: Sequence[int]) -> tuple[int, ...]:
     return shape
 
 
-def _macs(module: nn.Module, out: torch.Tensor) -> int:
+def _macs(module: nn.Linear | _ConvNd, out: torch.Tensor) -> int:
     if isinstance(module, nn.Linear):
         return out.numel() * module.in_features
     kernel = math.prod(module.kernel_size)
@@ -65,7 +66,7 @@ def layer_flops(model: nn.Module, input_shape: Sequence[int]) -> dict[str, int]:
     for name, module in model.named_modules():
         if isinstance(module, _COUNTED):
 
-            def hook(mod: nn.Module, _inp: tuple, out: torch.Tensor, name: str = name) -> None:
+            def hook(mod: nn.Linear | _ConvNd, _inp: tuple, out: torch.Tensor, name: str = name) -> None:
                 counts[name] = counts.get(name, 0) + _macs(mod, out)
 
             hooks.append(module.register_forward_hook(hook))

@@ -107,7 +107,7 @@ class ZooModel(nn.Module):
         """``(unit name, conv, bn)`` for every ConvBN unit, in forward order (a block's shortcut after conv2)."""
         return [(n, m.conv, m.bn) for n, m in self.named_modules() if isinstance(m, ConvBN)]
 
-    def linear_bn_pairs(self) -> list[tuple[str, nn.Linear, nn.BatchNorm1d]]:
+    def linear_bn_pairs(self) -> list[tuple[str, nn.Linear, nn.BatchNorm1d | nn.Identity]]:
         """``(unit name, linear, bn)`` for every hidden LinearBN unit, in forward order."""
         return [(n, m.linear, m.bn) for n, m in self.named_modules() if isinstance(m, LinearBN)]
 

@@ -189,10 +189,10 @@ def stationary_distribution(P: sp.spmatrix, start: np.ndarray) -> tuple[np.ndarr
         for c_i, c in enumerate(closed):
             weights[int(c)] = float(start[labels == c].sum() + via_transient[c_i])
     pi = np.zeros(n)
-    for c, weight in weights.items():
+    for label, weight in weights.items():
         if weight <= 0:
             continue
-        idx = np.flatnonzero(labels == c)
+        idx = np.flatnonzero(labels == label)
         ref = int(np.argmax(start[idx])) if start[idx].max() > 0 else len(idx) // 2
         pi[idx] = weight * _solve_closed(P[idx][:, idx], ref)
     return pi / pi.sum(), len(closed)

@@ -3,13 +3,16 @@
 A weight on a k-bit grid is ``(j + 1/2) Delta`` with ``j + 2**(k-1)`` in ``0 .. 2**k - 1``; packing stores
 that code in k bits (most significant first, weights in row-major order, padded to a whole byte), so a
 binary layer costs one bit per weight. Unpacking rebuilds ``(code - 2**(k-1) + 1/2) * Delta`` with the same
-float32 arithmetic the optimizer used, so the weights come back bit for bit.
+float32 arithmetic the optimizer used, so the weights come back bit for bit. :func:`pack_state` packs
+the quantized layers of a whole state_dict (the other tensors stay float), :func:`unpack_state` inverts
+it, and :func:`packed_size` counts what that saves.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -57,3 +60,47 @@ def unpack_weight(entry: dict[str, Any], dtype: torch.dtype = torch.float32) -> 
 def packed_bytes(entry: dict[str, Any]) -> int:
     """Storage of one packed layer: its bytes plus a float32 scale."""
     return int(entry["data"].numel()) + 4
+
+
+def pack_state(state: Mapping[str, Tensor], grids: Mapping[str, float], bits: int) -> tuple[dict[str, dict[str, Any]], dict[str, Tensor]]:
+    """Pack the weights named in ``grids`` (name -> Delta) of a state_dict: (packed entries, the other tensors)."""
+    missing = sorted(set(grids) - set(state))
+    if missing:
+        raise KeyError(f"the quantized layers {missing} are not in this state_dict; is it the model they were trained in?")
+    packed = {name: pack_weight(state[name].detach().cpu(), float(delta), bits) for name, delta in grids.items()}
+    rest = {k: v.detach().cpu().clone() for k, v in state.items() if k not in packed}
+    return packed, rest
+
+
+def unpack_state(packed: Mapping[str, dict[str, Any]], rest: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """The state_dict that :func:`pack_state` packed, its quantized weights bit-identical to the originals."""
+    return {**rest, **{name: unpack_weight(entry) for name, entry in packed.items()}}
+
+
+@dataclass
+class PackedSize:
+    """Bytes of a packed model against float32: the quantized weights alone, and the whole model."""
+
+    layers: int
+    weight_bytes_float32: int
+    weight_bytes_packed: int
+    model_bytes_float32: int
+    model_bytes_packed: int
+
+    @property
+    def weight_ratio(self) -> float:
+        """float32 size / packed size of the quantized weights (32 for one bit, less the scales)."""
+        return self.weight_bytes_float32 / max(self.weight_bytes_packed, 1)
+
+    @property
+    def model_ratio(self) -> float:
+        """float32 size / packed size of the whole model (float BN parameters and biases included)."""
+        return self.model_bytes_float32 / max(self.model_bytes_packed, 1)
+
+
+def packed_size(packed: Mapping[str, dict[str, Any]], rest: Mapping[str, Tensor]) -> PackedSize:
+    """The sizes of a :func:`pack_state` result (the float tensors count at their own element size)."""
+    q_float = sum(4 * math.prod(int(s) for s in entry["shape"]) for entry in packed.values())
+    q_packed = sum(packed_bytes(entry) for entry in packed.values())
+    rest_bytes = sum(v.numel() * v.element_size() for v in rest.values())
+    return PackedSize(len(packed), q_float, q_packed, q_float + rest_bytes, q_packed + rest_bytes)

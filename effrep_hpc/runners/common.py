@@ -116,3 +116,27 @@ def model_from_config(cfg: Any, num_classes: int) -> torch.nn.Module:
 def resolve_path(value: Optional[str], out: str, default_name: str) -> Path:
     """``value`` if given, else ``<out>/<default_name>``."""
     return Path(value) if value else Path(out) / default_name
+
+
+def check_classes(model: torch.nn.Module, dataset: Any, path: Path) -> None:
+    """Refuse a checkpoint whose classifier does not fit the data's classes."""
+    out_features = getattr(model, "arch", {}).get("num_classes")
+    if out_features is not None and int(out_features) != dataset.num_classes:
+        raise ValueError(f"the model in {path} predicts {out_features} classes but data {dataset.name!r} has {dataset.num_classes}")
+
+
+def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 1024, loss: str = "ce") -> tuple[float, float]:
+    """(accuracy in percent, mean loss) of ``model`` on ``x``, ``y`` in eval mode."""
+    from effrep_hpc.train.loop import evaluate
+
+    loss_sum, correct, n = evaluate(model, x, y, batch_size=batch_size, loss=loss)
+    return 100.0 * correct / n, loss_sum / n
+
+
+def activation_images(cfg: Any, dataset: Any) -> torch.Tensor:
+    """A seeded sample of ``prune.activation_images`` training inputs (what activation criteria measure)."""
+    from effrep_hpc.data.base import seeded_generator
+
+    n = min(cfg.prune.activation_images, dataset.num_train)
+    idx = torch.randperm(dataset.num_train, generator=seeded_generator(cfg.prune.seed, "prune-activations"))[:n]
+    return dataset.x_train[idx.sort().values.to(dataset.device)]

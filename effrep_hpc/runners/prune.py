@@ -52,7 +52,7 @@ from effrep_hpc.prune import (
     select_filters,
 )
 from effrep_hpc.prune.cost import group_flops
-from effrep_hpc.runners.common import load_model, open_writer_everywhere, progress, report, resolve_path, setup_runtime
+from effrep_hpc.runners.common import load_model, progress, report, resolve_path, setup_runtime
 from effrep_hpc.runners.train import dataset_from_config, run_train
 from effrep_hpc.store.checkpoint import load_checkpoint, save_checkpoint
 from effrep_hpc.store.curves import MetricsFile

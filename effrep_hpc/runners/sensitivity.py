@@ -24,9 +24,8 @@ from effrep_hpc.prune.criteria import criterion_name, is_activation_criterion
 from effrep_hpc.prune.groups import paper_layer_ids, prune_groups, resolve_layer
 from effrep_hpc.prune.select import group_scores
 from effrep_hpc.prune.sensitivity import cell_seed, layer_facts, prune_one
-from effrep_hpc.runners.common import dataset_from_config, resolve_path, setup_runtime
+from effrep_hpc.runners.common import accuracy, activation_images, check_classes, dataset_from_config, load_model, resolve_path, setup_runtime
 from effrep_hpc.runners.driver import Job, backend_for, open_output, run_job
-from effrep_hpc.runners.prune import accuracy, activation_images, check_classes, load_source_model, retrain
 from effrep_hpc.store.sensitivity import SensitivitySpec, SensitivityWriter
 
 
@@ -59,6 +58,8 @@ def evaluate_cell(ctx: SensitivityContext, layer: int, ratio: int, crit: int) ->
     if P.sensitivity_retrain_epochs > 0:
         flat = (layer * len(spec.ratios) + ratio) * len(spec.criteria) + crit
         generator = torch.Generator().manual_seed(cell_seed(ctx.cfg.train.seed, flat))
+        from effrep_hpc.runners.prune import retrain
+
         retrain(model, ctx.cfg, ctx.dataset, epochs=P.sensitivity_retrain_epochs, generator=generator)
     return accuracy(model, ctx.x_eval, ctx.y_eval, batch_size=P.eval_batch_size, loss=ctx.cfg.train.loss)
 
@@ -110,7 +111,7 @@ def run_sensitivity(cfg: Config, *, overwrite: bool = False) -> Optional[Path]:
     backend = backend_for(cfg)
     device = setup_runtime(cfg.run, local_rank())
     checkpoint = resolve_path(P.checkpoint, cfg.run.out, "checkpoint.pt")
-    model = load_source_model(checkpoint, cfg, device)
+    model = load_model(checkpoint, cfg, device, "prune.checkpoint")
     dataset = dataset_from_config(cfg, device)
     check_classes(model, dataset, checkpoint)
     x_eval, y_eval = _eval_split(cfg, dataset)
