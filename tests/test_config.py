@@ -71,3 +71,50 @@ def test_cli_config_error_exit_code_and_nothing_written(tmp_path: Path) -> None:
     assert "train.lrr" in proc.stderr and "train.lr" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not out.exists()
+
+
+def test_loading_a_config_and_the_presets_does_not_import_torch() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from effrep_hpc.config import load_config\n"
+        "import effrep_hpc.prune.presets, effrep_hpc.experiments, effrep_hpc.landscape.grid\n"
+        "load_config('configs/demo/digits.yaml', ['quant.sweep.algorithms=[bc,sr]', 'prune.preset=vgg16-a'])\n"
+        "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_torch_free_name_tables_match_the_registries() -> None:
+    from effrep_hpc.config.names import MODEL_NAMES
+    from effrep_hpc.models import list_models
+    from effrep_hpc.prune import criteria, presets
+    from effrep_hpc.quant import algorithms
+
+    assert sorted(MODEL_NAMES) == list_models()
+    assert criteria.CRITERIA == ("l1", "l2", "random", "largest", "mean_mean", "mean_std", "mean_l1", "mean_l2", "var_l2")
+    assert set(presets.PRESETS) and all(p.model in MODEL_NAMES for p in presets.PRESETS.values())
+    assert algorithms.ALGORITHMS["sr-adam"].rule == "sr"
+
+
+@pytest.mark.parametrize("package", ["effrep_hpc.prune", "effrep_hpc.quant", "effrep_hpc.landscape"])
+def test_every_lazily_exported_name_resolves(package: str) -> None:
+    import importlib
+
+    mod = importlib.import_module(package)
+    for name in mod.__all__:
+        assert getattr(mod, name) is not None, name
+
+
+def test_result_keys_are_named_in_differences() -> None:
+    from effrep_hpc.config import Scope, identity_differences
+
+    scope = Scope("landscape", ("data", "landscape"))
+    a = load_config(None, [])
+    b = load_config(None, ["landscape.loss=mse", "landscape.tile_size=7", "run.out=elsewhere", "data.seed=3"])
+    assert identity_differences(to_yaml(a), b, scope) == ["data.seed: 0 -> 3", "landscape.loss: 'ce' -> 'mse'"]
+    # a file written before a key existed compares against that key's default
+    assert identity_differences("landscape: {x: '-1:1:25'}\n", a, scope) == []
