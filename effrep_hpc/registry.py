@@ -57,3 +57,22 @@ class Registry(Generic[T]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
+
+
+def lazy_exports(package: str, table: dict[str, str]) -> Callable[[str], object]:
+    """A module ``__getattr__`` (PEP 562) that imports ``table[name]`` on first use of ``name`` and caches it.
+
+    Packages whose submodules need torch export their names this way, so that their plain-data
+    submodules (name tables, presets, grids) import without torch.
+    """
+    import importlib
+    import sys
+
+    def __getattr__(name: str) -> object:
+        if name not in table:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(table[name]), name)
+        setattr(sys.modules[package], name, value)
+        return value
+
+    return __getattr__

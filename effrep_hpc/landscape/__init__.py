@@ -5,8 +5,7 @@ Pure functions on modules and tensors: no files, no communication, no printing.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from effrep_hpc.registry import lazy_exports
 
 # name -> module; loaded on first use, so the numpy-only `effrep_hpc.landscape.grid` imports without torch
 _LAZY = {
@@ -45,10 +44,4 @@ _LAZY = {
 
 __all__ = sorted(_LAZY)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module 'effrep_hpc.landscape' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name]), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _LAZY)

@@ -23,8 +23,7 @@ No files, no communication, no printing here.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from effrep_hpc.registry import lazy_exports
 
 # name -> module; loaded on first use, so `effrep_hpc.prune.presets` and `.names` (plain data) import without torch
 _LAZY = {
@@ -70,10 +69,4 @@ _LAZY = {
 
 __all__ = sorted(_LAZY)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module 'effrep_hpc.prune' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name]), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _LAZY)

@@ -11,8 +11,7 @@ Pure math: tensors and modules in, tensors and numbers out; no files, no printin
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from effrep_hpc.registry import lazy_exports
 
 # name -> module; loaded on first use, so the torch-free `effrep_hpc.quant.spec` (names, MAX_BITS) needs no torch
 _LAZY = {
@@ -35,10 +34,4 @@ _LAZY = {
 
 __all__ = sorted(_LAZY)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module 'effrep_hpc.quant' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name]), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _LAZY)

@@ -212,6 +212,37 @@ class ResumableWriter:
 
     what = "file"
     setting = "another output path"
+    kind = ""  # the file's "kind" attribute
+
+    @classmethod
+    def merge(cls, shards: list[Path], output: Path, *, overwrite: bool = False) -> tuple[Path, int, int]:
+        """Copy the done entries of every array-task shard into ``output`` (created, or completed if it fits).
+
+        Returns (path, entries done, entries in all). Shards of another run are refused by name.
+        """
+        check_shards(shards, cls.kind)
+        with open_readonly(shards[0]) as f:
+            spec = cls.spec_from_file(f)
+        with cls(output, spec, overwrite=overwrite) as out:
+            for shard in shards:
+                with open_readonly(shard) as f:
+                    diffs = out._differences(f, spec)
+                    if diffs:
+                        raise ValueError(f"{shard} does not belong with {shards[0]}: " + "; ".join(diffs))
+                    flat = np.flatnonzero(f["done"][()].reshape(-1))
+                    if flat.size:
+                        out._copy_done(f, flat)
+            mask = out.done_mask()
+        return output, int(mask.sum()), int(mask.size)
+
+    @classmethod
+    def spec_from_file(cls, f: h5py.File) -> Any:
+        """The spec of an open file of this kind."""
+        raise NotImplementedError
+
+    def _copy_done(self, f: h5py.File, flat: np.ndarray) -> None:
+        """Write the entries ``flat`` (done in the open shard ``f``) into this file."""
+        raise NotImplementedError
 
     def __init__(
         self,

@@ -141,6 +141,17 @@ class SensitivityWriter(ResumableWriter):
 
     what = "sensitivity scan"
     setting = "prune.sensitivity file"
+    kind = KIND
+
+    @classmethod
+    def spec_from_file(cls, f: h5py.File) -> SensitivitySpec:
+        """The spec of an open sensitivity file."""
+        return spec_from_file(f)
+
+    def _copy_done(self, f: h5py.File, flat: np.ndarray) -> None:
+        acc, loss = f["acc"][()].reshape(-1), f["loss"][()].reshape(-1)
+        for k in flat:
+            self.write(int(k), acc[k], loss[k])
 
     def _differences(self, f: h5py.File, spec: SensitivitySpec) -> list[str]:
         return _differences(f, spec)
@@ -194,20 +205,4 @@ def spec_from_file(f: h5py.File) -> SensitivitySpec:
     )
 
 
-def merge_sensitivity_shards(shards: list[Path], output: Path, *, overwrite: bool = False) -> tuple[Path, int, int]:
-    """Copy the done cells of every array-task shard into ``output``; return (path, done, total)."""
-    check_shards(shards, KIND)
-    with open_readonly(shards[0]) as f:
-        spec = spec_from_file(f)
-    with SensitivityWriter(output, spec, overwrite=overwrite) as out:
-        for shard in shards:
-            with open_readonly(shard) as f:
-                diffs = _differences(f, spec)
-                if diffs:
-                    raise ValueError(f"{shard} does not belong with {shards[0]}: " + "; ".join(diffs))
-                done = f["done"][()].reshape(-1)
-                acc, loss = f["acc"][()].reshape(-1), f["loss"][()].reshape(-1)
-            for flat in np.flatnonzero(done):
-                out.write(int(flat), acc[flat], loss[flat])
-        total_done = int(out.done_mask().sum())
-    return output, total_done, spec.num_cells
+merge_sensitivity_shards = SensitivityWriter.merge

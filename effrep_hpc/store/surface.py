@@ -123,6 +123,15 @@ class SurfaceWriter(ResumableWriter):
 
     what = "scan"
     setting = "landscape.surface"
+    kind = KIND
+
+    @classmethod
+    def spec_from_file(cls, f: h5py.File) -> SurfaceSpec:
+        """The spec of an open surface file."""
+        return spec_from_file(f)
+
+    def _copy_done(self, f: h5py.File, flat: np.ndarray) -> None:
+        self.write(flat, {m: f[m][()].reshape(-1)[flat] for m in self.spec.metrics})
 
     def _differences(self, f: h5py.File, spec: SurfaceSpec) -> list[str]:
         return _differences(f, spec)
@@ -190,21 +199,4 @@ def spec_from_file(f: h5py.File) -> SurfaceSpec:
     )
 
 
-def merge_shards(shards: list[Path], output: Path, *, overwrite: bool = False) -> tuple[Path, int, int]:
-    """Copy the done points of every shard into ``output`` (created or, if compatible, completed)."""
-    check_shards(shards, KIND)
-    with open_readonly(shards[0]) as f:
-        spec = spec_from_file(f)
-    with SurfaceWriter(output, spec, overwrite=overwrite) as out:
-        for shard in shards:
-            with open_readonly(shard) as f:
-                diffs = _differences(f, spec)
-                if diffs:
-                    raise ValueError(f"{shard} does not belong with {shards[0]}: " + "; ".join(diffs))
-                done = f["done"][()].reshape(-1)
-                flat = np.flatnonzero(done)
-                if flat.size:
-                    values = {m: f[m][()].reshape(-1)[flat] for m in spec.metrics}
-                    out.write(flat, values)
-        total_done = int(out.done_mask().sum())
-    return output, total_done, spec.num_points
+merge_shards = SurfaceWriter.merge
