@@ -62,7 +62,9 @@ def packed_bytes(entry: dict[str, Any]) -> int:
     return int(entry["data"].numel()) + 4
 
 
-def pack_state(state: Mapping[str, Tensor], grids: Mapping[str, float], bits: int) -> tuple[dict[str, dict[str, Any]], dict[str, Tensor]]:
+def pack_state(
+    state: Mapping[str, Tensor], grids: Mapping[str, float], bits: int
+) -> tuple[dict[str, dict[str, Any]], dict[str, Tensor]]:
     """Pack the weights named in ``grids`` (name -> Delta) of a state_dict: (packed entries, the other tensors)."""
     missing = sorted(set(grids) - set(state))
     if missing:

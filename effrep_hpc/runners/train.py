@@ -1,231 +1,157 @@
-"""`effrep train`: config -> data and model -> epochs -> checkpoint and metrics, resumable after a kill.
+"""`effrep train`, and the one resumable training that plain, pruned-retrain and quantized training go through.
 
-Every epoch ends with an atomic checkpoint holding model, optimizer, schedule, RNG states and the
-config, so re-running the same command continues from the last finished epoch and, on CPU with a
-fixed seed, ends with exactly the weights of an uninterrupted run.
+A :class:`TrainingRun` (store/checkpoint.py's files plus train/fit.py's loop) refuses a checkpoint of another run
+before writing anything (naming every differing result key), restores model, optimizer, schedule and RNG states,
+and after every epoch writes the metrics row, the ``train.keep_every`` snapshot and the training state (atomic). A
+killed command re-run continues from its last finished epoch and, on CPU with a fixed seed, ends with exactly the
+weights of an uninterrupted run. Under torchrun or srun, torch.distributed processes share the batches; rank 0 writes.
 """
 
 from __future__ import annotations
 
-import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Optional
 
 import torch
+from torch import nn
 
-
-from effrep_hpc.config import Config, to_dict, to_yaml, yaml_load
-from effrep_hpc.data import augment, load_dataset
+from effrep_hpc.config import Config, Scope
+from effrep_hpc.data.base import child_seed
 from effrep_hpc.models import create_model
-from effrep_hpc.runners.common import env_world, init_process_group, progress, report, setup_runtime
-from effrep_hpc.store.checkpoint import load_checkpoint, save_checkpoint
-from effrep_hpc.store.curves import MetricsFile
-from effrep_hpc.train.loop import evaluate, train_epoch
+from effrep_hpc.quant.algorithms import QuantizedOptimizer
+from effrep_hpc.runners.common import dataset_from_config, env_world, init_process_group, progress, setup_runtime
+from effrep_hpc.store.checkpoint import TrainingFiles
+from effrep_hpc.train.fit import ROW_FIELDS, Probe, Row, augmenter, check_finite, fit_epochs
 from effrep_hpc.train.optim import build_optimizer, build_scheduler
 
-METRIC_FIELDS = ["epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds"]
-# Sections whose change makes an existing checkpoint a different experiment.
-RESULT_SECTIONS = ("data", "model", "train")
+SCOPE = Scope("train", ("data", "model", "train"))
 
 
 @dataclass
 class TrainOutputs:
-    """Where a training run wrote its results, and its final numbers."""
+    """Where a training run wrote its results, its final row, and what the printed result starts with."""
 
     checkpoint: Path
     metrics: Path
-    weights_dir: Path
-    final: dict[str, float]
+    final: Row
+    weights_dir: Optional[Path] = None
+    label: str = ""  # e.g. "bc 1 bit, "
 
 
-def dataset_from_config(cfg: Config, device: torch.device) -> Any:
-    """Load the dataset that ``cfg.data`` names, onto ``device``."""
-    d = cfg.data
-    extra: dict[str, Any] = {}
-    for key in ("train_size", "test_size", "num_classes", "image_size"):
-        if getattr(d, key) is not None:
-            extra[key] = getattr(d, key)
-    if d.input_shape is not None:
-        extra["input_shape"] = tuple(d.input_shape)
-    return load_dataset(d.name, root=d.root, seed=d.seed, device=device, cache_dir=d.cache_dir, **extra)
+def describe(outputs: TrainOutputs, cfg: Config) -> str:
+    """The final metrics and where every output went (rank 0 only)."""
+    f = outputs.final
+    lines = [f"{outputs.label}epoch {int(f['epoch'])}: train loss {f['train_loss']:.4f} acc {f['train_acc']:.2f}%  "
+             f"test loss {f['test_loss']:.4f} acc {f['test_acc']:.2f}%"] if f else []
+    paths = {"metrics": outputs.metrics, "weights": outputs.weights_dir, "checkpoint": outputs.checkpoint}
+    return outputs_text(lines, **paths) if env_world()[0] == 0 else ""
 
 
-def model_from_config(cfg: Config, num_classes: int) -> torch.nn.Module:
-    """Build the model that ``cfg.model`` names for ``num_classes`` classes."""
-    return create_model(cfg.model.name, num_classes=num_classes, **cfg.model.kwargs)
+def outputs_text(lines: list[str], **paths: Optional[Path]) -> str:
+    """``lines`` plus one ``label: path`` line per output that exists (how runners say where results went)."""
+    return "\n".join([*lines, *(f"{label}: {p}" for label, p in paths.items() if p is not None and p.exists())])
 
 
-def config_differences(old_yaml: str, new: Config, sections: tuple[str, ...] = RESULT_SECTIONS) -> list[str]:
-    """Dotted keys whose values differ between a stored config and ``new``, within ``sections``."""
-    old = yaml_load(old_yaml) or {}
-    cur = to_dict(new)
-    diffs: list[str] = []
-
-    def walk(a: Any, b: Any, prefix: str) -> None:
-        if isinstance(a, dict) and isinstance(b, dict):
-            for key in sorted(set(a) | set(b)):
-                walk(a.get(key), b.get(key), f"{prefix}.{key}" if prefix else key)
-        elif a != b:
-            diffs.append(f"{prefix}: {a!r} -> {b!r}")
-
-    for section in sections:
-        walk(old.get(section), cur.get(section), section)
-    return diffs
+def seeded_model(cfg: Config, dataset: Any) -> nn.Module:
+    """The configured model, initialised from ``train.seed`` (initialisation is part of the seeded run)."""
+    torch.manual_seed(cfg.train.seed)
+    return create_model(cfg.model.name, num_classes=dataset.num_classes, **cfg.model.kwargs).to(dataset.device)
 
 
-def _clear_outputs(paths: list[Path]) -> None:
-    for p in paths:
-        if p.is_dir():
-            shutil.rmtree(p)
-        elif p.exists():
-            p.unlink()
+def step_rule(cfg: Config, model: nn.Module, rule: str = "train", epochs: Optional[int] = None) -> tuple[Any, Any]:
+    """Optimizer and lr schedule: ``train`` (train.*), ``retrain`` (prune.retrain_*) or ``quant`` (quant.algorithm)."""
+    t, P, q, retrain = cfg.train, cfg.prune, cfg.quant, rule == "retrain"
+    lr, schedule, milestones = (
+        (P.retrain_lr, P.retrain_schedule, P.retrain_milestones) if retrain else (t.lr, t.schedule, t.milestones))
+    common: dict[str, Any] = dict(lr=lr, momentum=t.momentum, nesterov=t.nesterov, weight_decay=t.weight_decay)
+    if rule == "quant":
+        grid = {k: getattr(q, k) for k in ("bits", "delta_rule", "delta", "delta_scale", "quantize_first_last", "clip")}
+        seed = child_seed(t.seed, "quant-rounding") & (2**63 - 1)
+        optimizer: Any = QuantizedOptimizer(model, q.algorithm, seed=seed, **grid, **common)
+    else:
+        optimizer = build_optimizer(model.parameters(), t.optimizer, **common)
+    n = epochs or (P.retrain_epochs if retrain else t.epochs)
+    return optimizer, build_scheduler(optimizer, schedule, epochs=n, milestones=milestones, gamma=t.gamma)
 
 
-def _weights_payload(model: torch.nn.Module, epoch: int, config_yaml: str) -> dict[str, Any]:
-    return {
-        "kind": "weights",
-        "arch_name": getattr(model, "arch_name", None),
-        "arch": getattr(model, "arch", None),
-        "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-        "epoch": epoch,
-        "config": config_yaml,
-    }
+def _ddp(model: nn.Module, device: torch.device) -> tuple[nn.Module, int, int, Callable[[torch.Tensor], torch.Tensor]]:
+    rank, world, _ = env_world()
+    # SyncBatchNorm (global-batch statistics) exists only on GPUs; on CPU each process normalises its shard (plain DDP)
+    net = nn.SyncBatchNorm.convert_sync_batchnorm(model) if device.type == "cuda" else model
+    net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+
+    def reduce(sums: torch.Tensor) -> torch.Tensor:
+        sums = sums.to(device)  # NCCL reduces device tensors only
+        torch.distributed.all_reduce(sums)
+        return sums.cpu()
+
+    return net, rank, world, reduce
+
+
+class TrainingRun(TrainingFiles):
+    """One resumable training run: its files (store/checkpoint.py), data-order generator, progress bar and loop."""
+
+    def __init__(self, cfg: Config, scope: Scope, checkpoint: Optional[Path], *, epochs: int, fields: tuple[str, ...] = (),
+                 desc: Optional[str] = None, **files: Any) -> None:
+        """``files``: kind, metrics, weights, overwrite, writer (see TrainingFiles); ``desc`` names the bar (None: no bar)."""
+        super().__init__(checkpoint, config=cfg, scope=scope, epochs=epochs, fields=[*ROW_FIELDS, *fields],
+                         keep_every=cfg.train.keep_every, **files)
+        self.cfg, self.resumed_from = cfg, 0
+        self.generator = torch.Generator().manual_seed(cfg.train.seed)
+        self.bar = progress(epochs, desc or "", enabled=bool(desc) and self.writer and cfg.run.progress, unit="epoch",
+                            initial=len(self.curves))
+
+    def close(self) -> None:
+        """Close the bar and the files."""
+        self.bar.close()
+        super().close()
+
+    def fit(
+        self, model: nn.Module, optimizer: Any, scheduler: Any, dataset: Any, *, epochs: int, ddp: bool = False,
+        probe: Optional[Probe] = None, label: Optional[Callable[[int], Row]] = None,
+        extra: Optional[Callable[[], dict[str, Any]]] = None, tag: str = "",
+    ) -> Row:
+        """Train ``model`` up to ``epochs``, first restoring the checkpoint's state if not yet done; return the last row.
+
+        ``label(epoch)`` adds or replaces row values (a global epoch number, the prune step), ``extra()``
+        is the checkpoint's ``extra`` dict, ``tag`` starts the divergence message (e.g. ``bc, 1 bit``).
+        """
+        t, device = self.cfg.train, dataset.x_train.device
+        start = self.resumed_from = self.restore(model, optimizer, scheduler, self.generator)
+        net, rank, world, reduce = _ddp(model, device) if ddp else (model, 0, 1, None)
+        if start == 0:
+            self.snapshot(model, 0)
+
+        def on_epoch(epoch: int, row: Row) -> None:
+            row.update(label(epoch) if label is not None else {})
+            self.add_row(row)
+            check_finite(row, self.curves, resumed_from=start, batch_size=t.batch_size, tag=tag)
+            self.snapshot(model, epoch + 1, last=epoch + 1 == epochs)
+            self.save(model, optimizer, scheduler, self.generator, epoch=epoch + 1, extra=extra() if extra is not None else None)
+            self.bar.set_postfix(loss=f"{row['train_loss']:.3f}", test_acc=f"{row['test_acc']:.1f}", refresh=False)
+            self.bar.update(1)
+
+        final = fit_epochs(
+            net, optimizer, scheduler, dataset, start_epoch=start, epochs=epochs, batch_size=t.batch_size,
+            generator=self.generator, loss=t.loss, augment=augmenter(self.cfg.data.augment, self.generator, device, t.seed),
+            rank=rank, world=world, reduce=reduce, probe=probe, on_epoch=on_epoch,
+        )
+        return final or (self.curves[-1] if self.curves else {})
 
 
 def run_train(cfg: Config, *, overwrite: bool = False) -> TrainOutputs:
     """Train (or resume training) the model of ``cfg``; return the output paths and final metrics."""
-    rank, world, local = env_world()
+    rank, _, local = env_world()
     device = setup_runtime(cfg.run, local)
     group = init_process_group(device)
-    distributed = group is not None
-    is_main = rank == 0
-    out = Path(cfg.run.out)
-    ckpt_path, metrics_path, weights_dir = out / "checkpoint.pt", out / "metrics.h5", out / "weights"
-    config_yaml = to_yaml(cfg)
-    t = cfg.train
-
-    state = None
-    if ckpt_path.exists() and not overwrite:
-        state = load_checkpoint(ckpt_path)
-        diffs = config_differences(state.get("config", ""), cfg)
-        if diffs:
-            raise ValueError(
-                f"{ckpt_path} belongs to a run with a different config ({'; '.join(diffs)}). "
-                f"Resume with the same config, choose another run.out, or pass --overwrite to start over."
-            )
-    elif overwrite and is_main:
-        _clear_outputs([ckpt_path, metrics_path, weights_dir])
-    if group is not None:
-        group.barrier()  # rank 0 cleared old outputs before anyone reads them
-
-    dataset = dataset_from_config(cfg, device)
-    torch.manual_seed(t.seed)  # model initialisation is part of the seeded experiment
-    model = model_from_config(cfg, dataset.num_classes).to(device)
-    optimizer = build_optimizer(
-        model.parameters(), t.optimizer, lr=t.lr, momentum=t.momentum, nesterov=t.nesterov, weight_decay=t.weight_decay
-    )
-    scheduler = build_scheduler(optimizer, t.schedule, epochs=t.epochs, milestones=t.milestones, gamma=t.gamma)
-    generator = torch.Generator().manual_seed(t.seed)
-    start_epoch = 0
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        start_epoch = int(state["epoch"])
-
-    net: torch.nn.Module = model
-    if distributed:
-        if device.type == "cuda":
-            # Statistics over the global batch, as in one process. SyncBatchNorm exists only on GPUs:
-            # on CPU each process normalises with its own shard's statistics (standard DDP).
-            net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
-
-    aug_gen = generator if device.type == "cpu" else torch.Generator(device=device).manual_seed(t.seed + 1)
-    aug = (lambda xb: augment(xb, generator=aug_gen)) if cfg.data.augment else None
-
-    metrics = (
-        MetricsFile(metrics_path, config_yaml=config_yaml, fields=METRIC_FIELDS, epochs=t.epochs, resume=state is not None)
-        if is_main
-        else None
-    )
-    final: dict[str, float] = dict(state.get("final", {})) if state is not None else {}
-    try:
-        if is_main and t.keep_every > 0 and start_epoch == 0:
-            save_checkpoint(weights_dir / "epoch_0000.pt", _weights_payload(model, 0, config_yaml))
-        bar = progress(t.epochs, f"train {cfg.model.name}", enabled=is_main and cfg.run.progress, unit="epoch", initial=start_epoch)
-        for epoch in range(start_epoch, t.epochs):
-            began = time.perf_counter()
-            lr = optimizer.param_groups[0]["lr"]
-            tr = train_epoch(
-                net, optimizer, dataset.x_train, dataset.y_train, batch_size=t.batch_size,
-                generator=generator, loss=t.loss, augment=aug, rank=rank, world=world,
-            )
-            scheduler.step()
-            te = evaluate(net, dataset.x_test, dataset.y_test, loss=t.loss, rank=rank, world=world)
-            sums = torch.tensor([*tr, *te], dtype=torch.float64)
-            if distributed:
-                torch.distributed.all_reduce(sums)
-            tl, tc, tn, el, ec, en = sums.tolist()
-            final = {
-                "epoch": epoch + 1,
-                "train_loss": tl / tn,
-                "train_acc": 100.0 * tc / tn,
-                "test_loss": el / en,
-                "test_acc": 100.0 * ec / en,
-                "lr": lr,
-                "seconds": time.perf_counter() - began,
-            }
-            if is_main:
-                assert metrics is not None
-                metrics.write_epoch(epoch, final)
-                if t.keep_every > 0 and ((epoch + 1) % t.keep_every == 0 or epoch + 1 == t.epochs):
-                    save_checkpoint(weights_dir / f"epoch_{epoch + 1:04d}.pt", _weights_payload(model, epoch + 1, config_yaml))
-                save_checkpoint(
-                    ckpt_path,
-                    {
-                        "kind": "train",
-                        "arch_name": getattr(model, "arch_name", cfg.model.name),
-                        "arch": getattr(model, "arch", None),
-                        "model": model.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(),
-                        "generator": generator.get_state(),
-                        "torch_rng": torch.get_rng_state(),
-                        "epoch": epoch + 1,
-                        "config": config_yaml,
-                        "final": final,
-                    },
-                )
-            bar.set_postfix(loss=f"{final['train_loss']:.3f}", test_acc=f"{final['test_acc']:.1f}", refresh=False)
-            bar.update(1)
-        bar.close()
-    finally:
-        if metrics is not None:
-            metrics.close()
+    ckpt, metrics, weights = (Path(cfg.run.out) / name for name in ("checkpoint.pt", "metrics.h5", "weights"))
+    with TrainingRun(cfg, SCOPE, ckpt, kind="train", epochs=cfg.train.epochs, metrics=metrics, weights=weights,
+                     overwrite=overwrite, writer=rank == 0, desc=f"train {cfg.model.name}") as run:
+        dataset = dataset_from_config(cfg, device)
+        model = seeded_model(cfg, dataset)
+        final = run.fit(model, *step_rule(cfg, model), dataset, epochs=cfg.train.epochs, ddp=group is not None)
     if group is not None:
         group.barrier()
         group.close()
-    return TrainOutputs(checkpoint=ckpt_path, metrics=metrics_path, weights_dir=weights_dir, final=final)
-
-
-def print_outputs(outputs: TrainOutputs) -> None:
-    """Print the final metrics and where every output went (rank 0 only)."""
-    rank, _, _ = env_world()
-    if rank != 0:
-        return
-    f = outputs.final
-    if f:
-        print(
-            f"epoch {int(f['epoch'])}: train loss {f['train_loss']:.4f} acc {f['train_acc']:.2f}%  "
-            f"test loss {f['test_loss']:.4f} acc {f['test_acc']:.2f}%",
-            flush=True,
-        )
-    report("metrics", outputs.metrics)
-    if outputs.weights_dir.exists():
-        report("weights", outputs.weights_dir)
-    report("checkpoint", outputs.checkpoint)
+    return TrainOutputs(checkpoint=ckpt, metrics=metrics, final=final, weights_dir=weights)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 from pathlib import Path
 from typing import Iterator
 
@@ -40,3 +41,12 @@ def atomic_write(path: str | Path, *, fsync: bool = False) -> Iterator[Path]:
             _fsync_path(path.parent)  # the rename itself is durable only once the directory is
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def remove_outputs(*paths: str | Path | None) -> None:
+    """Delete the files and directories given (skipping None and missing ones): what --overwrite starts from."""
+    for path in paths:
+        if path is not None and Path(path).is_dir():
+            shutil.rmtree(path)
+        elif path is not None:
+            Path(path).unlink(missing_ok=True)

@@ -9,22 +9,30 @@ retrained models, and packed models are such payloads. Every kind of training (p
 quantized) writes the one *training state* (:func:`training_payload`) on top of that: optimizer,
 schedule, data-order generator, torch RNG, the finished epoch, the per-epoch curves and the final row,
 and an ``extra`` dict for what one kind needs besides (the prune step and history, the quantized
-layers' grids). :func:`load_training_state` is its one loader.
+layers' grids). :func:`load_training_state` is its one loader, and :class:`TrainingFiles` keeps the files
+of one resumable training run (checkpoint, metrics rows, weight snapshots).
 """
 
 from __future__ import annotations
 
 import pickle
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence, TypeVar
 
 import torch
 from torch import nn
 
-from effrep_hpc.store.atomic import atomic_write
+from effrep_hpc.config.base import to_yaml
+from effrep_hpc.config.identity import Scope, check_resume
+from effrep_hpc.store.atomic import atomic_write, remove_outputs
+from effrep_hpc.store.curves import MetricsFile
 
 FORMAT = "effrep-checkpoint"
 FORMAT_VERSION = 1
+if TYPE_CHECKING:
+    from effrep_hpc.quant.pack import PackedSize
+
+_Files = TypeVar("_Files", bound="TrainingFiles")
 TRAINING_KEYS = ("model", "optimizer", "scheduler", "generator", "torch_rng", "epoch", "config", "curves", "extra")
 
 
@@ -129,17 +137,103 @@ def load_training_state(path: str | Path, kind: str) -> dict[str, Any]:
     return state
 
 
-def packed_payload(state: Mapping[str, Any], packed: dict[str, Any], rest: dict[str, Any], *, algorithm: str, bits: int) -> dict[str, Any]:
-    """A quantized model stored packed (quant/pack.py entries) plus its float tensors, with the arch of ``state``."""
-    return {"kind": "quant-packed", "arch_name": state["arch_name"], "arch": state["arch"], "packed": packed,
-            "float": rest, "algorithm": algorithm, "bits": int(bits)}
+def write_packed(checkpoint: str | Path, out: Optional[str | Path] = None) -> tuple[Path, nn.Module, PackedSize]:
+    """Store a quant checkpoint's quantized layers packed (quant/pack.py) in ``out``: (path, the model, its PackedSize)."""
+    from effrep_hpc.quant.pack import pack_state, packed_size
+    from effrep_hpc.quant.spec import ALGORITHMS
+
+    checkpoint = Path(checkpoint)
+    state = load_training_state(checkpoint, "quant")
+    info = state["extra"]["quant"]
+    if not ALGORITHMS[info["algorithm"]].quantized:
+        raise CheckpointError(f"{checkpoint} is an {info['algorithm']} (float) run: only bc/sr/r runs have weights to pack")
+    model = model_from_payload(state, checkpoint).eval()
+    packed, rest = pack_state(model.state_dict(), info["layers"], int(info["bits"]))
+    payload = {"kind": "quant-packed", "arch_name": state["arch_name"], "arch": state["arch"], "packed": packed, "float": rest,
+               "algorithm": info["algorithm"], "bits": int(info["bits"])}
+    path = save_checkpoint(Path(out) if out else checkpoint.with_name(f"{checkpoint.stem}.packed.pt"), payload)
+    return path, model, packed_size(packed, rest)
 
 
-def read_packed(path: str | Path) -> dict[str, Any]:
-    """Load a :func:`packed_payload` file with its weights unpacked into ``model`` (a state_dict)."""
+def load_packed(path: str | Path) -> nn.Module:
+    """Rebuild the model of a :func:`write_packed` file, its weights unpacked bit for bit (eval mode, on the CPU)."""
     from effrep_hpc.quant.pack import unpack_state
 
     state = load_checkpoint(path)
     if state.get("kind") != "quant-packed":
         raise CheckpointError(f"{path} is not a packed model (kind={state.get('kind')!r}); write one with `effrep quant export`")
-    return {**state, "model": unpack_state(state["packed"], state["float"])}
+    return model_from_payload({**state, "model": unpack_state(state["packed"], state["float"])}, path).eval()
+
+
+class TrainingFiles:
+    """The files of one resumable training run: its training-state checkpoint, ``metrics.h5`` rows, weight snapshots.
+
+    Opening refuses an existing checkpoint of another kind, or (through ``scope``) of another run, naming every
+    differing result key, before anything is written; ``overwrite`` deletes all three outputs instead. Only the
+    ``writer`` (rank 0) writes. An epoch's metrics row goes out before its checkpoint, so a kill in between leaves
+    a row that the resumed run writes again; the restored rows are rewritten on opening, in case metrics.h5 was lost.
+    """
+
+    def __init__(
+        self, checkpoint: Optional[Path], *, kind: str, config: Any, scope: Scope, epochs: int, metrics: Optional[Path] = None,
+        fields: Sequence[str] = (), weights: Optional[Path] = None, keep_every: int = 0, overwrite: bool = False,
+        writer: bool = True,
+    ) -> None:
+        self.checkpoint, self.kind, self.weights, self.keep_every, self.writer = checkpoint, kind, weights, keep_every, writer
+        self.config_yaml = config if isinstance(config, str) else to_yaml(config)
+        self.state: Optional[dict[str, Any]] = None
+        if checkpoint is not None and checkpoint.exists() and not overwrite:
+            self.state = load_training_state(checkpoint, kind)
+            check_resume(checkpoint, self.state["config"], self.config_yaml, scope)
+        elif overwrite and writer:
+            remove_outputs(checkpoint, metrics, weights)
+        self.curves: list[dict[str, float]] = [dict(row) for row in self.state["curves"]] if self.state else []
+        self.metrics: Optional[MetricsFile] = None
+        if metrics is not None and writer:
+            self.metrics = MetricsFile(metrics, config_yaml=self.config_yaml, fields=list(fields), epochs=epochs,
+                                       resume=self.state is not None)
+            for row in self.curves:
+                self.metrics.write_epoch(int(row["epoch"]) - 1, row)
+
+    def restore(self, model: nn.Module, optimizer: Any, scheduler: Any, generator: torch.Generator) -> int:
+        """Load the opened checkpoint's state into these objects (and torch's RNG) once; return its finished epochs (0: none)."""
+        state, self.state = self.state, None  # a later call (the next prune step) starts afresh
+        if state is None:
+            return 0
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        return int(state["epoch"])
+
+    def add_row(self, row: Mapping[str, float]) -> None:
+        """Append an epoch's row to the curves and write it to metrics.h5 (as row ``epoch - 1``)."""
+        self.curves.append(dict(row))
+        if self.metrics is not None:
+            self.metrics.write_epoch(int(row["epoch"]) - 1, row)
+
+    def snapshot(self, model: nn.Module, epoch: int, *, last: bool = False) -> None:
+        """Keep the weights after ``epoch`` epochs as ``weights/epoch_XXXX.pt`` when every ``keep_every``-th (or ``last``)."""
+        if self.weights is not None and self.writer and self.keep_every > 0 and (epoch % self.keep_every == 0 or last):
+            payload = model_payload("weights", model, self.config_yaml, epoch=epoch)
+            save_checkpoint(self.weights / f"epoch_{epoch:04d}.pt", payload)
+
+    def save(self, model: nn.Module, optimizer: Any, scheduler: Any, generator: torch.Generator, *, epoch: int,
+             extra: Optional[Mapping[str, Any]] = None) -> None:
+        """Write the training state after ``epoch`` finished epochs (atomically; the writer only)."""
+        if self.writer and self.checkpoint is not None:
+            save_checkpoint(self.checkpoint, training_payload(self.kind, model, optimizer, scheduler, generator, epoch=epoch,
+                                                              config_yaml=self.config_yaml, curves=self.curves, extra=extra))
+
+    def close(self) -> None:
+        """Close metrics.h5 and release its writer lock."""
+        if self.metrics is not None:
+            self.metrics.close()
+            self.metrics = None
+
+    def __enter__(self: _Files) -> _Files:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

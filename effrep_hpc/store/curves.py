@@ -8,7 +8,7 @@ worst a row that is recomputed on resume.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import h5py
 import numpy as np
@@ -72,7 +72,7 @@ class MetricsFile:
         except OSError:
             return False
 
-    def write_epoch(self, epoch: int, values: dict[str, Any]) -> None:
+    def write_epoch(self, epoch: int, values: Mapping[str, Any]) -> None:
         """Record the metrics of ``epoch`` (0-based) and flush."""
         write_row(self.file, epoch, {k: float(v) for k, v in values.items()})
 
@@ -83,7 +83,7 @@ class MetricsFile:
             self.file = None
         self.lock.release()
 
-    def __enter__(self) -> "MetricsFile":
+    def __enter__(self) -> MetricsFile:
         return self
 
     def __exit__(self, *exc: object) -> None:

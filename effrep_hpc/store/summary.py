@@ -47,5 +47,6 @@ def format_summary(rows: Mapping[str, Mapping[str, Any]]) -> str:
         speed = f"{r['speedup']:.2f}" if r.get("speedup") is not None else "-"
         lines.append(f"{stage:<11} {r['test_acc']:>8.2f}% {r['flops']:>13,} {r['params']:>11,} {flop_ratio:>8} {speed:>11}")
     if meta:
-        lines.append(f"(measured: median forward time, batch {meta.get('batch_size')}, {meta.get('threads')} thread(s), {meta.get('device')})")
+        lines.append(f"(measured: median forward time, batch {meta.get('batch_size')}, {meta.get('threads')} thread(s), "
+                     f"{meta.get('device')})")
     return "\n".join(lines)

@@ -14,8 +14,9 @@ learning rate, before the schedule steps), the probe's numbers, and ``seconds`` 
 
 from __future__ import annotations
 
+import math
 import time
-from typing import Callable, Optional, Protocol
+from typing import Any, Callable, Optional, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -27,6 +28,23 @@ ROW_FIELDS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr",
 Row = dict[str, float]
 # Called before an epoch; the function it returns is called after it and gives extra row values.
 Probe = Callable[[], Callable[[], Row]]
+
+
+class DivergedError(ValueError):
+    """Training produced a non-finite loss; carries the curves up to that epoch and the epoch training resumed from."""
+
+    def __init__(self, message: str, curves: list[Row], resumed_from: int) -> None:
+        super().__init__(message)
+        self.curves, self.resumed_from = curves, resumed_from
+
+
+def check_finite(row: Row, curves: list[Row], *, resumed_from: int, batch_size: int, tag: str = "") -> None:
+    """Raise :class:`DivergedError` when the row's training loss is not finite (the remedy: a lower learning rate)."""
+    if not math.isfinite(row["train_loss"]):
+        raise DivergedError(
+            f"diverged: training loss {row['train_loss']} in epoch {int(row['epoch'])} ({tag + ', ' if tag else ''}lr "
+            f"{row['lr']:g}, batch {batch_size}); lower the learning rate", list(curves), resumed_from,
+        )
 
 
 class TrainData(Protocol):
@@ -48,6 +66,16 @@ def augmenter(enabled: bool, generator: torch.Generator, device: torch.device, s
         return None
     gen = generator if device.type == "cpu" else torch.Generator(device=device).manual_seed(seed + 1)
     return lambda xb: augment_batch(xb, generator=gen)
+
+
+def change_probe(optimizer: Any) -> Probe:
+    """A probe adding ``changed``, the fraction of weights an epoch changed (needs ``snapshot``/``changed_fraction``)."""
+
+    def before() -> Callable[[], Row]:
+        start = optimizer.snapshot()
+        return lambda: {"changed": optimizer.changed_fraction(start)}
+
+    return before
 
 
 def accuracy(model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int = 1024, loss: str = "ce") -> tuple[float, float]:

@@ -85,6 +85,9 @@ def test_values_sit_at_their_coordinates(trained: Path, tmp_path: Path) -> None:
     assert centre < data["train_loss"][0, 0] and centre < data["train_loss"][3, 6]
 
 
+# slow (~30 s): test_sigkill_then_resume_is_bitwise_equal checks 2 MPI ranks against a serial scan, and
+# tests/launch/test_launch_local.py array tasks + merge against it, in the default run.
+@pytest.mark.slow
 @pytest.mark.mpi
 def test_two_ranks_equal_one_rank_and_array_merge(trained: Path, tmp_path: Path) -> None:
     grid = ("landscape.x=-1:1:6", "landscape.y=-1:1:5", "landscape.tile_size=3")
@@ -198,6 +201,9 @@ def test_1d_interpolation_between_checkpoints(trained: Path, tmp_path: Path) -> 
     assert data["train_loss"][-1] < data["train_loss"][0]
 
 
+# slow (~17 s): tests/mpi/test_torch_dist.py checks the torch.distributed backend's delivery, and
+# tests/runners/test_train.py a torchrun job end to end, in the default run.
+@pytest.mark.slow
 @pytest.mark.torchrun
 def test_torchrun_scan_equals_serial(trained: Path, tmp_path: Path) -> None:
     grid = ("landscape.x=-1:1:5", "landscape.y=-1:1:3", "landscape.tile_size=2")

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 import effrep_hpc.runners.sensitivity as runner
-from effrep_hpc.config import load_config
+import effrep_hpc.train.fit as fit
+from effrep_hpc.config import ResumeMismatch, load_config
 from effrep_hpc.data import load_dataset
 from effrep_hpc.models import count_flops_params, create_model
 from effrep_hpc.prune import prune_by_ratios, select_filters
@@ -143,9 +144,23 @@ def test_prune_and_retrain_writes_a_smaller_model_metrics_and_a_summary(trained:
     retrained = load_checkpoint(out.out / "retrained.pt")
     assert retrained["arch"] == pruned_state["arch"]
     # Running again finds the finished checkpoint and trains nothing more.
-    monkeypatch.setattr(runner, "train_epoch", lambda *a, **k: pytest.fail("a finished run must not train again"))
+    monkeypatch.setattr(fit, "train_epoch", lambda *a, **k: pytest.fail("a finished run must not train again"))
     again = run_prune(cfg, retrain=True)
     assert again.rows["retrained"]["test_acc"] == pytest.approx(rows["retrained"]["test_acc"])
+
+
+def test_retrain_resume_with_a_changed_recipe_is_refused_by_name_and_changes_no_file(trained: Path, tmp_path: Path) -> None:
+    base = (*RETRAIN, "prune.retrain_epochs=1", f"prune.out={tmp_path}")
+    run_prune(config(trained, *base), retrain=True)
+    files = sorted(p for p in tmp_path.iterdir() if p.is_file())
+    before = {p: p.read_bytes() for p in files}
+    with pytest.raises(ResumeMismatch, match=r"prune\.retrain_lr: 0\.01 -> 0\.02\).*--overwrite"):
+        run_prune(config(trained, *base, "prune.retrain_lr=0.02"), retrain=True)
+    assert sorted(p for p in tmp_path.iterdir() if p.is_file()) == files
+    assert {p: p.read_bytes() for p in files} == before
+    # train.epochs and train.milestones are the `train` command's length, not the retraining's: no refusal
+    again = run_prune(config(trained, *base, "train.epochs=7", "train.milestones=[3]"), retrain=True)
+    assert load_checkpoint(again.checkpoint)["epoch"] == 1
 
 
 def test_iterative_pruning_reaches_the_one_shot_widths_in_steps(trained: Path, tmp_path: Path) -> None:

@@ -15,10 +15,10 @@ import pytest
 import torch
 
 from effrep_hpc.cli import main as effrep_main
-from effrep_hpc.config import load_config
+from effrep_hpc.config import ResumeMismatch, load_config
+from effrep_hpc.runners.common import dataset_from_config
 from effrep_hpc.runners.quant import load_packed, run_quant_train
 from effrep_hpc.runners.quant_sweep import run_quant_sweep
-from effrep_hpc.runners.train import dataset_from_config
 from effrep_hpc.store.checkpoint import load_checkpoint
 from effrep_hpc.store.sweep import read_statuses, read_sweep
 
@@ -96,6 +96,15 @@ def test_export_refuses_a_float_run(tmp_path: Path, capsys: pytest.CaptureFixtur
     out = run_quant_train(cfg)
     assert effrep_main(["quant", "export", str(out.checkpoint)]) == 2
     assert "only bc/sr/r runs have weights to pack" in capsys.readouterr().err
+
+
+def test_train_resume_with_other_quant_settings_is_refused(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    first = run_quant_train(load_config(None, tiny(out, "quant.algorithm=bc", "quant.bits=1", epochs=1)))
+    before = first.checkpoint.read_bytes()
+    with pytest.raises(ResumeMismatch, match=r"quant\.bits: 1 -> 2\)"):
+        run_quant_train(load_config(None, tiny(out, "quant.algorithm=bc", "quant.bits=2", epochs=1)))
+    assert first.checkpoint.read_bytes() == before
 
 
 def test_a_diverging_run_is_recorded_as_failed_and_the_sweep_goes_on(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

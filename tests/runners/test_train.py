@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from effrep_hpc.config import load_config
+from effrep_hpc.config import ResumeMismatch, load_config
 from effrep_hpc.runners.train import run_train
 from effrep_hpc.store.checkpoint import load_checkpoint
 
@@ -75,6 +75,21 @@ def test_resume_with_other_config_is_refused(tmp_path: Path) -> None:
     run_train(load_config(CONFIG, overrides(tmp_path / "run", epochs=1)))
     with pytest.raises(ValueError, match=r"train\.lr"):
         run_train(load_config(CONFIG, overrides(tmp_path / "run", epochs=1, extra=("train.lr=0.01",))))
+
+
+def test_a_changed_result_key_is_refused_by_name_and_leaves_every_output_as_it_was(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run_train(load_config(CONFIG, overrides(run, epochs=1, extra=("train.keep_every=0",))))
+    before = {p: p.read_bytes() for p in (run / "checkpoint.pt", run / "metrics.h5")}
+    changed = ("train.keep_every=0", "train.lr=0.01", "train.seed=3", "run.threads=1")
+    with pytest.raises(ResumeMismatch, match=r"train\.lr: 0\.05 -> 0\.01; train\.seed: 0 -> 3\).*--overwrite"):
+        run_train(load_config(CONFIG, overrides(run, epochs=1, extra=changed)))
+    proc = effrep("train", str(CONFIG), *overrides(run, epochs=1, extra=changed), stderr=subprocess.PIPE, text=True)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and "train.lr: 0.05 -> 0.01" in err and "Traceback" not in err
+    assert {p: p.read_bytes() for p in before} == before
+    # what is not a result (threads, progress, how often weights are kept) resumes the same run
+    assert run_train(load_config(CONFIG, overrides(run, epochs=1, extra=("train.keep_every=3",)))).final["epoch"] == 1
 
 
 def test_foreign_pickle_checkpoint_is_refused(tmp_path: Path) -> None:
