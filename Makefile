@@ -7,7 +7,7 @@ OUT ?= runs/demo
 NP ?= 2
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: venv demo test test-slow test-all bench clean
+.PHONY: venv demo test test-slow test-all lint bench clean
 
 $(STAMP): setup.py constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,8 +28,15 @@ test: $(STAMP)
 	$(SUDO) bash slurm/local-cluster.sh start
 	$(PY) -m pytest -q
 
+# The slow checks only: longer variants of properties the default run also checks (some on SLURM).
 test-slow: $(STAMP)
+	$(SUDO) bash slurm/local-cluster.sh start
 	$(PY) -m pytest -q -m slow
+
+# Settings in pyproject.toml ([tool.ruff], [tool.mypy]).
+lint: $(STAMP)
+	$(PY) -m ruff check effrep_hpc analysis tests
+	$(PY) -m mypy effrep_hpc analysis
 
 test-all: $(STAMP)
 	$(SUDO) bash slurm/local-cluster.sh start

@@ -11,7 +11,7 @@ extras = {
     "mpi": ["mpi4py>=3.1", "mpich"],
     "viz": ["vtk>=9.2", "pyvista>=0.42"],
     "slurm": ["submitit>=1.5"],
-    "test": ["pytest>=7", "pytest-timeout"],
+    "test": ["pytest>=7", "pytest-timeout", "ruff", "mypy", "types-PyYAML"],  # `make test` and `make lint`
 }
 extras["all"] = sorted({dep for deps in extras.values() for dep in deps})
 
@@ -23,6 +23,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["effrep_hpc", "effrep_hpc.*", "analysis", "analysis.*"]),
+    package_data={"effrep_hpc": ["py.typed"]},  # PEP 561: the package's annotations are for its users too
     install_requires=[
         # A range, not a pin: clusters keep their own CUDA build of torch.
         "torch>=2.1,<3",

@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("effrep_hpc", "analysis")
 
 MATH = ("effrep_hpc.landscape", "effrep_hpc.prune", "effrep_hpc.quant", "effrep_hpc.train")
-ENTRY_POINTS = ("effrep_hpc.cli", "effrep_hpc.commands", "effrep_hpc.launch")
+# the CLI, the cluster launcher and the experiment registry (which names runners) sit above everything below
+ENTRY_POINTS = ("effrep_hpc.cli", "effrep_hpc.commands", "effrep_hpc.launch", "effrep_hpc.experiments")
 
 
 @dataclass(frozen=True)

@@ -112,3 +112,17 @@ def sweep_grid(cfg: Any) -> list[dict[str, Any]]:
         for batch_size in s.batch_size or [t.batch_size]
         for seed in s.seeds or [t.seed]
     ]
+
+
+SWEEP_ONLY_KEYS = ("sweep", "sweep_file", "lock_timeout")  # how a sweep is run, not what one of its runs computes
+
+
+def run_yaml(cfg: Any) -> str:
+    """The YAML of what determines one sweep run's result (data, model, train, quant without the sweep settings)."""
+    import yaml
+
+    from effrep_hpc.config.base import to_dict
+
+    d = to_dict(cfg)
+    quant = {k: v for k, v in d["quant"].items() if k not in SWEEP_ONLY_KEYS}
+    return yaml.safe_dump({"data": d["data"], "model": d["model"], "train": d["train"], "quant": quant}, sort_keys=False)

@@ -112,11 +112,11 @@ def decode_image(path: str | Path, image_size: int) -> np.ndarray:
 
     resample = getattr(Image, "Resampling", Image).BILINEAR
     try:
-        with Image.open(path) as im:
+        with Image.open(path) as src:
             # JPEG only: decode at a reduced scale that still leaves the short side >= S (much faster
             # for small S); other formats ignore it.
-            im.draft("RGB", (image_size, image_size))
-            im = im.convert("RGB")
+            src.draft("RGB", (image_size, image_size))
+            im = src.convert("RGB")
             w, h = im.size
             side = min(w, h)
             box = ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2)

@@ -94,7 +94,7 @@ class EvalData:
         def mv(t: Tensor | None) -> Tensor | None:
             return None if t is None else t.to(device)
 
-        return EvalData(mv(self.x_train), mv(self.y_train), mv(self.x_test), mv(self.y_test))
+        return EvalData(self.x_train.to(device), self.y_train.to(device), mv(self.x_test), mv(self.y_test))
 
     def splits(self) -> list[tuple[str, Tensor, Tensor]]:
         """``[("train", x, y), ("test", x, y)]``, the test split only when present."""
@@ -173,6 +173,10 @@ def _conv_weights_channels_last(model: nn.Module) -> bool:
     )
 
 
+def _model_to_format(model: nn.Module, memory_format: torch.memory_format) -> None:
+    model.to(memory_format=memory_format)  # type: ignore[call-overload]  # torch's overloads of Module.to omit it
+
+
 def prepare_layout(model: nn.Module, data: EvalData) -> EvalData:
     """Put the model and the data in the layout evaluation is fastest in, once per scan.
 
@@ -181,9 +185,9 @@ def prepare_layout(model: nn.Module, data: EvalData) -> EvalData:
     """
     if not _use_channels_last(model, data):
         return data
-    model.to(memory_format=torch.channels_last)
-    cl = lambda t: None if t is None else _to_channels_last(t)  # noqa: E731
-    return EvalData(cl(data.x_train), data.y_train, cl(data.x_test), data.y_test)
+    _model_to_format(model, torch.channels_last)
+    x_test = None if data.x_test is None else _to_channels_last(data.x_test)
+    return EvalData(_to_channels_last(data.x_train), data.y_train, x_test, data.y_test)
 
 
 class _ModelState:
@@ -319,7 +323,7 @@ def _resolve_k(
 ) -> int:
     if points_per_pass != "auto":
         valid = isinstance(points_per_pass, (int, np.integer)) and not isinstance(points_per_pass, bool)
-        if not valid or points_per_pass < 1:
+        if not valid or int(points_per_pass) < 1:
             raise ValueError(f"points_per_pass must be an integer >= 1 or 'auto' (got {points_per_pass!r})")
         k = int(points_per_pass)
     else:
@@ -396,7 +400,7 @@ class _Sums:
             loss = np.full(n_points, np.nan)
             acc = np.full(n_points, np.nan)
             if self.parts[s]:
-                losses = torch.cat([l.reshape(-1) for l, _ in self.parts[s]]).cpu().numpy()
+                losses = torch.cat([part.reshape(-1) for part, _ in self.parts[s]]).cpu().numpy()
                 correct = torch.cat([c.reshape(-1) for _, c in self.parts[s]]).cpu().numpy()
                 loss[pos[keep]] = losses[keep] / sizes[s]
                 acc[pos[keep]] = 100.0 * correct[keep].astype(np.float64) / sizes[s]
@@ -447,8 +451,8 @@ def _run_batched(
             loss_sum = torch.zeros(k, dtype=torch.float64, device=device)
             correct = torch.zeros(k, dtype=torch.int64, device=device)
             for xb, yb in batches:
-                l, n_ok = run(stacked, bufs, xb, yb)
-                loss_sum += l
+                batch_loss, n_ok = run(stacked, bufs, xb, yb)
+                loss_sum += batch_loss
                 correct += n_ok
             chunk_sums[split] = (loss_sum, correct)
         sums.add(np.where(real[c], todo[np.maximum(row, 0)], -1), chunk_sums)
@@ -499,7 +503,7 @@ def _run_single(
         done[p] = True
 
 
-def _as_list(model_named: list[tuple[str, Tensor]], d: Mapping[str, Tensor], what: str) -> list[Tensor]:
+def _as_list(model_named: Sequence[tuple[str, Tensor]], d: Mapping[str, Tensor], what: str) -> list[Tensor]:
     check_compatible({n: p for n, p in model_named}, d, what=what)
     return [d[n].detach().to(p.device, p.dtype) for n, p in model_named]
 
@@ -553,7 +557,8 @@ def evaluate_points(
     named = list(model.named_parameters())
     if not named:
         raise ValueError("the model has no parameters to move")
-    names, params = [n for n, _ in named], [p for _, p in named]
+    names = [n for n, _ in named]
+    params: list[Tensor] = [p for _, p in named]
     device = params[0].device
     w0_list = _as_list(named, w0, "w0")
     dirs = [_as_list(named, dx, "x direction")]
@@ -576,7 +581,7 @@ def evaluate_points(
         splits = [(s, [(_to_channels_last(xb), yb) for xb, yb in b]) for s, b in splits]
         recompute_batches = [(_to_channels_last(xb), yb) for xb, yb in recompute_batches]
     if convert_model:
-        model.to(memory_format=torch.channels_last)
+        _model_to_format(model, torch.channels_last)
     state = _ModelState(model)
     done = np.zeros(n_points, dtype=bool)
     try:
@@ -603,5 +608,5 @@ def evaluate_points(
     finally:
         state.restore()
         if convert_model:
-            model.to(memory_format=torch.contiguous_format)
+            _model_to_format(model, torch.contiguous_format)
     return sums.collect(n_points, sizes)

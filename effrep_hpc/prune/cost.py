@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from effrep_hpc.models import count_flops_params, create_model, model_spec
+from effrep_hpc.prune.groups import check_zoo_model
 from effrep_hpc.prune.presets import preset_for_model
 from effrep_hpc.prune.select import keep_counts
 from effrep_hpc.prune.surgery import pruned_arch
@@ -63,7 +64,7 @@ def planned_cost(
     with torch.device("meta"):
         model = create_model(name, **kwargs)
         counts = keep_counts(model, ratios_for(model, preset, ratios), multiple=multiple)
-        after = create_model(name, **pruned_arch(model, counts))
+        after = check_zoo_model(create_model(name, **pruned_arch(model, counts)))
     report = compare_costs(model, after, shape, include_shortcuts=include_shortcuts)
     report.update(
         {
@@ -71,7 +72,7 @@ def planned_cost(
             "input_shape": list(shape),
             "include_shortcuts": include_shortcuts,
             "round_to": multiple,
-            "widths_after": {k: v for k, v in after.arch.items() if k != "num_classes"},  # type: ignore[union-attr]
+            "widths_after": {k: v for k, v in after.arch.items() if k != "num_classes"},
         }
     )
     if preset:

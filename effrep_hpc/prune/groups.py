@@ -134,10 +134,10 @@ def resolve_layer(model: nn.Module, groups: list[PruneGroup], key: Any) -> Prune
         by_id = {v: k for k, v in ids.items()}
         if lid in by_id:
             raise ValueError(
-                f"layer {lid} ({by_id[lid]}) of {model.arch_name} cannot be pruned on its own: its output width "  # type: ignore[attr-defined]
+                f"layer {lid} ({by_id[lid]}) of {model.arch_name} cannot be pruned on its own: its output width "
                 f"is tied to others by residual connections (prunable ids: {prunable_ids(groups)})"
             )
-        raise ValueError(f"{model.arch_name} has conv layers 1..{len(ids)}; there is no layer {lid}")  # type: ignore[attr-defined]
+        raise ValueError(f"{model.arch_name} has conv layers 1..{len(ids)}; there is no layer {lid}")
     for g in groups:
         if text == g.name or text in g.writers:
             return g
@@ -146,11 +146,11 @@ def resolve_layer(model: nn.Module, groups: list[PruneGroup], key: Any) -> Prune
     hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
     if text in ids:
         raise ValueError(
-            f"layer {text!r} of {model.arch_name} cannot be pruned: its output width is tied to the residual "  # type: ignore[attr-defined]
+            f"layer {text!r} of {model.arch_name} cannot be pruned: its output width is tied to the residual "
             f"stage (prunable: {', '.join(names)})"
         )
     raise ValueError(
-        f"unknown layer {text!r} for {model.arch_name}{hint} (prunable layers: {', '.join(names)}; "  # type: ignore[attr-defined]
+        f"unknown layer {text!r} for {model.arch_name}{hint} (prunable layers: {', '.join(names)}; "
         f"or paper layer ids {prunable_ids(groups)})"
     )
 

@@ -11,7 +11,7 @@ Strategies (Li et al., Section 3.3):
 from __future__ import annotations
 
 import zlib
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, cast
 
 import torch
 from torch import Tensor, nn
@@ -105,7 +105,7 @@ def group_scores(
             raise ValueError(f"criterion {name!r} needs sample images to measure feature maps")
         stats = collect_stats(m, images, [g.scorer], batch_size=batch_size)
         return stats_scores(stats[g.scorer], name)
-    weight = m.get_submodule(g.scorer).conv.weight
+    weight = cast(ConvBN, m.get_submodule(g.scorer)).conv.weight
     gen = torch.Generator().manual_seed(layer_seed(seed, g.name))
     return weight_scores(weight, name, in_keep=in_keep, generator=gen)
 

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Sequence, cast
 
 import numpy as np
 from torch import Tensor, nn
 
+from effrep_hpc.models.layers import ConvBN
 from effrep_hpc.prune.cost import group_flops
 from effrep_hpc.prune.criteria import keep_top
 from effrep_hpc.prune.groups import PruneGroup
@@ -28,14 +29,16 @@ class LayerFacts:
     filter_l1: np.ndarray  # (layers, max width): L1 norms sorted descending over the largest, NaN-padded
 
 
-def layer_facts(model: nn.Module, groups: Sequence[PruneGroup], ratios: Sequence[float], input_shape: Sequence[int]) -> LayerFacts:
+def layer_facts(
+    model: nn.Module, groups: Sequence[PruneGroup], ratios: Sequence[float], input_shape: Sequence[int]
+) -> LayerFacts:
     """The facts of ``groups`` at ``ratios`` (FLOPs are linear in each group's width, so one count suffices)."""
     total, per_group = group_flops(model, input_shape)
     kept = np.array([[num_keep(g.width, r) for r in ratios] for g in groups], dtype=np.int64)
     flops = np.array([[(total - (1 - k / g.width) * per_group[g.name]) / total for k in kept[i]] for i, g in enumerate(groups)])
     l1 = np.full((len(groups), max(g.width for g in groups)), np.nan)
     for i, g in enumerate(groups):
-        norms = model.get_submodule(g.scorer).conv.weight.detach().abs().reshape(g.width, -1).sum(1).double().cpu()
+        norms = cast(ConvBN, model.get_submodule(g.scorer)).conv.weight.detach().abs().reshape(g.width, -1).sum(1).double().cpu()
         norms = norms.sort(descending=True).values
         l1[i, : g.width] = (norms / norms.max()).numpy() if float(norms.max()) > 0 else norms.numpy()
     return LayerFacts(kept, flops, l1)

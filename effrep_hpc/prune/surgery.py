@@ -14,10 +14,11 @@ zero after BN, ReLU, pooling and residual sums, which is what removing it comput
 from __future__ import annotations
 
 import copy
-from typing import Mapping
+from typing import Mapping, cast
 
 import torch
 from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from effrep_hpc.models import create_model
 from effrep_hpc.models.layers import ConvBN, LinearBN, Slot, ZooModel
@@ -67,7 +68,7 @@ def _slot_indices(model: nn.Module, keep: Mapping[str, Tensor]) -> dict[Slot, Te
     out: dict[Slot, Tensor] = {}
     for name, idx in keep.items():
         if name not in groups:
-            raise ValueError(f"{name!r} is not a prune group of {model.arch_name} (groups: {', '.join(groups)})")  # type: ignore[attr-defined]
+            raise ValueError(f"{name!r} is not a prune group of {model.arch_name} (groups: {', '.join(groups)})")
         g = groups[name]
         out[g.slot] = _check_indices(g, idx)
     return out
@@ -120,7 +121,7 @@ def prune_model(model: nn.Module, keep: Mapping[str, Tensor]) -> ZooModel:
     by_slot = _slot_indices(m, keep)
     arch = pruned_arch(m, {name: len(idx) for name, idx in keep.items()})
     first = next(iter(m.parameters()))
-    new = create_model(m.arch_name, **arch)
+    new = check_zoo_model(create_model(m.arch_name, **arch))
     state = m.state_dict()
     new_state: dict[str, Tensor] = {}
     for entry in m.layer_io():
@@ -157,10 +158,11 @@ def mask_model(model: nn.Module, keep: Mapping[str, Tensor]) -> ZooModel:
         drop = torch.ones(g.width, dtype=torch.bool)
         drop[by_slot[g.slot]] = False
         for unit in g.writers:
-            mod = masked.get_submodule(unit)
+            mod = cast("ConvBN | LinearBN", masked.get_submodule(unit))  # the writers of a prune group
             layer = mod.conv if isinstance(mod, ConvBN) else mod.linear
             d = drop.to(layer.weight.device)
             layer.weight[d] = 0
-            mod.bn.weight[d] = 0
-            mod.bn.bias[d] = 0
+            bn = cast(_BatchNorm, mod.bn)  # pruned units carry BN (see _unit_params)
+            bn.weight[d] = 0
+            bn.bias[d] = 0
     return masked

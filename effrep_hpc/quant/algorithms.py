@@ -28,7 +28,7 @@ model's weights in place (``Q_d`` of the initial float weights).
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, cast
 
 import torch
 from torch import Tensor, nn
@@ -160,7 +160,7 @@ class QuantizedOptimizer(torch.optim.Optimizer):
         ref = self._flat
         parts = [torch.full((n,), d, dtype=ref.dtype, device=ref.device) for n, d in zip(qsizes, self.deltas)]
         self._delta = torch.cat(parts) if parts else ref[:0].clone()
-        self._limit = grid_limit(self._delta, self.bits)
+        self._limit = cast(Tensor, grid_limit(self._delta, self.bits))  # a tensor Delta gives a tensor limit
 
     def _clip(self, w: Tensor) -> None:
         torch.clamp(w, -self._limit, self._limit, out=w)
@@ -281,7 +281,7 @@ class QuantizedOptimizer(torch.optim.Optimizer):
 
     # --- checkpoints -----------------------------------------------------------------------------
 
-    def state_dict(self) -> dict[str, Any]:  # type: ignore[override]
+    def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue bit for bit: buffers, grids, step count, rounding generator state."""
         buffers = {k: v.detach().clone() for k, v in self._buffers.items()}
         if self._master is not None:
@@ -299,7 +299,7 @@ class QuantizedOptimizer(torch.optim.Optimizer):
             "group": group,
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:  # type: ignore[override]
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict` output of an optimizer built for the same model and algorithm."""
         for key, mine in (("algorithm", self.spec.name), ("bits", self.bits), ("names", self.names)):
             if state.get(key) != mine:

@@ -1,33 +1,31 @@
-"""What every runner needs: device and threads, distributed setup from the environment, progress bars."""
+"""What every runner needs: device and threads, the launch's torch.distributed world, data, checkpoints, progress."""
 
 from __future__ import annotations
 
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Optional
 
 import torch
 
 from effrep_hpc.config import RunConfig
 from effrep_hpc.dist import Backend, get_backend
 from effrep_hpc.dist.env import local_rank, torch_rank_and_size, torch_world_size
+from effrep_hpc.train.fit import accuracy  # noqa: F401  (re-exported for the runners)
 
 
 def env_world() -> tuple[int, int, int]:
     """(rank, world size, local rank) of a torchrun/srun launch; (0, 1, local rank) when not launched so."""
     if torch_world_size() <= 1:
         return 0, 1, local_rank()
-    rank, size = torch_rank_and_size()
-    return rank, size, local_rank()
+    return (*torch_rank_and_size(), local_rank())
 
 
 def pick_device(spec: str, local_rank: int = 0) -> torch.device:
     """Resolve ``auto`` to the CUDA device of this local rank when CUDA is present, else the CPU."""
     if spec == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", local_rank % torch.cuda.device_count())
-        return torch.device("cpu")
+        return torch.device("cuda", local_rank % torch.cuda.device_count()) if torch.cuda.is_available() else torch.device("cpu")
     device = torch.device(spec)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"run.device={spec} but CUDA is not available here; use run.device=auto or cpu")
@@ -55,43 +53,27 @@ def progress(total: int, desc: str, *, enabled: bool = True, unit: str = "it", i
     """A tqdm bar on stderr with rate and ETA; a no-op object when disabled (non-zero ranks)."""
     from tqdm import tqdm
 
-    return tqdm(
-        total=total,
-        initial=initial,
-        desc=desc,
-        unit=unit,
-        disable=not enabled,
-        file=sys.stderr,
-        dynamic_ncols=True,
-        mininterval=0.5,
-    )
-
-
-def report(label: str, path: str | Path, *, enabled: bool = True) -> None:
-    """Print one ``label: path`` line, the machine-readable way runners say where an output went."""
-    if enabled:
-        print(f"{label}: {path}", flush=True)
+    return tqdm(total=total, initial=initial, desc=desc, unit=unit, disable=not enabled, file=sys.stderr,
+                dynamic_ncols=True, mininterval=0.5)
 
 
 def load_model(path: Path, cfg: Any, device: torch.device, setting: str = "the checkpoint path") -> torch.nn.Module:
     """Rebuild a checkpoint's model (possibly a pruned one) from its arch spec, checking it is the configured one."""
-    from effrep_hpc.models import create_model
-    from effrep_hpc.store.checkpoint import load_checkpoint
+    from effrep_hpc.store.checkpoint import load_checkpoint, model_from_payload
 
-    state = load_checkpoint(path)
+    state = dict(load_checkpoint(path))
     arch_name = state.get("arch_name") or cfg.model.name
     if arch_name != cfg.model.name:
         raise ValueError(
             f"checkpoint {path} holds a {arch_name!r} model but the config says model.name={cfg.model.name!r}; "
             f"set model.name={arch_name} (or point {setting} at a {cfg.model.name} checkpoint)"
         )
-    arch = dict(state.get("arch") or cfg.model.kwargs)
-    model = create_model(arch_name, **arch)
+    state.update(arch_name=arch_name, arch=dict(state.get("arch") or cfg.model.kwargs))
     try:
-        model.load_state_dict(state["model"])
+        model = model_from_payload(state, path)
     except (RuntimeError, KeyError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"checkpoint {path} does not fit a {arch_name} built from {arch}: {first}") from None
+        raise ValueError(f"checkpoint {path} does not fit a {arch_name} built from {state['arch']}: {first}") from None
     return model.to(device).eval()
 
 
@@ -106,31 +88,16 @@ def dataset_from_config(cfg: Any, device: torch.device) -> Any:
     return load_dataset(d.name, root=d.root, seed=d.seed, device=device, cache_dir=d.cache_dir, **extra)
 
 
-def model_from_config(cfg: Any, num_classes: int) -> torch.nn.Module:
-    """Build the model that ``cfg.model`` names for ``num_classes`` classes."""
-    from effrep_hpc.models import create_model
-
-    return create_model(cfg.model.name, num_classes=num_classes, **cfg.model.kwargs)
-
-
 def resolve_path(value: Optional[str], out: str, default_name: str) -> Path:
     """``value`` if given, else ``<out>/<default_name>``."""
     return Path(value) if value else Path(out) / default_name
 
 
-def check_classes(model: torch.nn.Module, dataset: Any, path: Path) -> None:
+def check_classes(model: torch.nn.Module, num_classes: int, path: Path, data: str) -> None:
     """Refuse a checkpoint whose classifier does not fit the data's classes."""
     out_features = getattr(model, "arch", {}).get("num_classes")
-    if out_features is not None and int(out_features) != dataset.num_classes:
-        raise ValueError(f"the model in {path} predicts {out_features} classes but data {dataset.name!r} has {dataset.num_classes}")
-
-
-def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 1024, loss: str = "ce") -> tuple[float, float]:
-    """(accuracy in percent, mean loss) of ``model`` on ``x``, ``y`` in eval mode."""
-    from effrep_hpc.train.loop import evaluate
-
-    loss_sum, correct, n = evaluate(model, x, y, batch_size=batch_size, loss=loss)
-    return 100.0 * correct / n, loss_sum / n
+    if out_features is not None and int(out_features) != num_classes:
+        raise ValueError(f"the model in {path} predicts {out_features} classes but data {data!r} has {num_classes}")
 
 
 def activation_images(cfg: Any, dataset: Any) -> torch.Tensor:

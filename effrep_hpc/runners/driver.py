@@ -17,7 +17,7 @@ from typing import Any, Callable, Generic, Optional, Sequence, TypeVar
 
 from effrep_hpc.config import Config
 from effrep_hpc.dist import Backend, get_backend
-from effrep_hpc.runners.common import progress, report
+from effrep_hpc.runners.common import progress
 from effrep_hpc.store.shards import shard_glob, shard_path
 
 W = TypeVar("W")
@@ -111,5 +111,5 @@ def run_job(backend: Backend, job: Job, output: Output[Any], *, show_progress: b
         if backend.kind == "array" and output.path != output.final:
             print(f"shard {backend.rank} of tasks 0..{backend.size - 1}; when all are done: "
                   f"effrep merge {shard_glob(output.final, backend.size)} -o {output.final}", flush=True)
-        report(job.label, output.path)
+        print(f"{job.label}: {output.path}", flush=True)
     return output.path

@@ -20,7 +20,7 @@ from effrep_hpc.dist.env import local_rank
 from effrep_hpc.landscape.directions import direction_hash, direction_layout, random_direction, same_direction, target_direction, plane_directions, weights_hash
 from effrep_hpc.landscape.evaluate import EvalData, evaluate_points, plan_points_per_pass, prepare_layout, subset
 from effrep_hpc.landscape.grid import grid_points, make_tiles, parse_axis
-from effrep_hpc.runners.common import dataset_from_config, load_model, resolve_path, setup_runtime
+from effrep_hpc.runners.common import check_classes, dataset_from_config, load_model, resolve_path, setup_runtime
 from effrep_hpc.runners.driver import Job, backend_for, open_output, run_job
 from effrep_hpc.store.surface import SurfaceSpec, SurfaceWriter
 
@@ -100,12 +100,7 @@ def run_landscape(cfg: Config, *, overwrite: bool = False) -> Optional[Path]:
     model = load_model(checkpoint, cfg, device, "landscape.checkpoint")
     dataset = dataset_from_config(cfg, device)
     data = eval_data(cfg, dataset)
-    with torch.no_grad():
-        out = model(data.x_train[:1])
-    if out.shape[-1] != dataset.num_classes:
-        raise ValueError(
-            f"the model in {checkpoint} predicts {out.shape[-1]} classes but data {cfg.data.name!r} has {dataset.num_classes}"
-        )
+    check_classes(model, dataset.num_classes, checkpoint, cfg.data.name)
     w0 = {n: p.detach().clone() for n, p in model.named_parameters()}
     dirs = build_directions(cfg, model, device)
     spec = SurfaceSpec(

@@ -22,14 +22,7 @@ from effrep_hpc.prune.names import is_activation_criterion
 from effrep_hpc.prune.select import keep_counts, select_filters
 from effrep_hpc.prune.surgery import num_keep, prune_model, pruned_arch
 from effrep_hpc.prune.timing import measured_speedup
-from effrep_hpc.runners.common import (
-    activation_images,
-    check_classes,
-    dataset_from_config,
-    load_model,
-    resolve_path,
-    setup_runtime,
-)
+from effrep_hpc.runners.common import activation_images, check_classes, dataset_from_config, load_model, resolve_path, setup_runtime
 from effrep_hpc.runners.train import TrainingRun, outputs_text, run_train, step_rule
 from effrep_hpc.store.atomic import remove_outputs
 from effrep_hpc.store.checkpoint import load_checkpoint, model_from_payload, model_payload, save_checkpoint
@@ -88,7 +81,7 @@ def run_prune(cfg: Config, *, retrain: bool, overwrite: bool = False) -> PruneOu
     steps, E = (P.iterations if retrain else 1), P.retrain_epochs
     source = load_source_model(checkpoint, cfg, device)
     dataset = dataset_from_config(cfg, device)
-    check_classes(source, dataset, checkpoint)
+    check_classes(source, dataset.num_classes, checkpoint, cfg.data.name)
     ratios = resolve_ratios(source, plan_ratios(cfg, source))
     widths0 = {g.name: g.width for g in prune_groups(source)}
     images = activation_images(cfg, dataset) if is_activation_criterion(P.criterion) else None

@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
-import yaml
 
-from effrep_hpc.config import Config, Scope, to_dict
+from effrep_hpc.config import Config, Scope
 from effrep_hpc.models import model_spec
 from effrep_hpc.quant.algorithms import QuantizedOptimizer
 from effrep_hpc.quant.pack import PackedSize
@@ -26,15 +25,6 @@ from effrep_hpc.store.sweep import HIST_BINS, HIST_LIMIT, RunRecord
 from effrep_hpc.train.fit import DivergedError, change_probe  # noqa: F401 (DivergedError re-exported)
 
 SCOPE = Scope("quant-train", ("data", "model", "train", "quant"))  # quant.sweep counts for quant-sweep only
-SWEEP_ONLY_KEYS = ("sweep", "sweep_file", "lock_timeout")  # how a sweep is run, not what a run computes
-FLOAT_BITS = 32  # the bits recorded for FP runs
-
-
-def run_yaml(cfg: Config) -> str:
-    """The YAML of what determines a run's result (data, model, train, quant without the sweep settings)."""
-    d = to_dict(cfg)
-    quant = {k: v for k, v in d["quant"].items() if k not in SWEEP_ONLY_KEYS}
-    return yaml.safe_dump({"data": d["data"], "model": d["model"], "train": d["train"], "quant": quant}, sort_keys=False)
 
 
 def train_run(cfg: Config, dataset: Any, checkpoint: Optional[Path], **outputs: Any) -> tuple[TrainingRun, QuantizedOptimizer]:

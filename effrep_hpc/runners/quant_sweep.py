@@ -12,14 +12,15 @@ import copy
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Optional
 
 from effrep_hpc.config import Config, QuantSweepConfig, to_yaml
-from effrep_hpc.config.quant import sweep_grid
+from effrep_hpc.config.quant import run_yaml, sweep_grid
 from effrep_hpc.dist.env import local_rank
 from effrep_hpc.runners.common import dataset_from_config, resolve_path, setup_runtime
 from effrep_hpc.runners.driver import Job, backend_for, open_output, run_job
-from effrep_hpc.runners.quant import execute_run, run_yaml
+from effrep_hpc.runners.quant import execute_run
 from effrep_hpc.store.sweep import RunRecord, RunSpec, mark_running, prepare_sweep, run_checkpoint, run_names, write_run
 
 
@@ -50,15 +51,13 @@ def run_quant_sweep(cfg: Config, *, overwrite: bool = False, retry_failed: bool 
     path = resolve_path(q.sweep_file, cfg.run.out, "sweep.h5")
     plan = expand_sweep(cfg)
 
-    class SweepFile:  # every array task writes into the one file under its lock; under MPI rank 0 does
-        def __init__(self) -> None:
-            self.statuses = prepare_sweep(path, [spec for spec, _ in plan], config_yaml=to_yaml(cfg),
-                                          epochs=cfg.train.epochs, overwrite=overwrite, timeout=q.lock_timeout)
+    def prepare(_path: Path, _attrs: dict[str, Any]) -> SimpleNamespace:  # the statuses are what is pending
+        statuses = prepare_sweep(path, [spec for spec, _ in plan], config_yaml=to_yaml(cfg), epochs=cfg.train.epochs,
+                                 overwrite=overwrite, timeout=q.lock_timeout)
+        return SimpleNamespace(pending=lambda: statuses)
 
-        def pending(self) -> list[str]:
-            return self.statuses
-
-    output = open_output(backend, path, lambda _p, _a: SweepFile(), sharded=False)
+    # Every array task writes into the one sweep file under its lock; under MPI rank 0 does.
+    output = open_output(backend, path, prepare, sharded=False)
     skip = {"done"} if retry_failed else {"done", "failed"}
     writes_here = backend.size == 1 or array  # this process trains and writes the same runs
     cache: dict[str, Any] = {}

@@ -113,7 +113,7 @@ def run_sensitivity(cfg: Config, *, overwrite: bool = False) -> Optional[Path]:
     checkpoint = resolve_path(P.checkpoint, cfg.run.out, "checkpoint.pt")
     model = load_model(checkpoint, cfg, device, "prune.checkpoint")
     dataset = dataset_from_config(cfg, device)
-    check_classes(model, dataset, checkpoint)
+    check_classes(model, dataset.num_classes, checkpoint, cfg.data.name)
     x_eval, y_eval = _eval_split(cfg, dataset)
     baseline = accuracy(model, x_eval, y_eval, batch_size=P.eval_batch_size, loss=cfg.train.loss)
     spec = sensitivity_spec(cfg, model, baseline, tuple(dataset.input_shape))

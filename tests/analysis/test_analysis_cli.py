@@ -136,7 +136,10 @@ def test_usage_errors_return_2(capsys):
 def test_python_dash_m_analysis_runs_and_reports(bowl_file, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MPLBACKEND": "Agg"}
     done = subprocess.run(
-        [sys.executable, "-m", "analysis", "contour", str(bowl_file), "--kind", "contourf", "--out", str(tmp_path), "--dpi", "40"],
+        [
+            sys.executable, "-m", "analysis", "contour", str(bowl_file), "--kind", "contourf", "--out", str(tmp_path),
+            "--dpi", "40",
+        ],
         capture_output=True, text=True, cwd=ROOT, env=env, timeout=120,
     )
     assert done.returncode == 0, done.stderr

@@ -148,8 +148,9 @@ def test_a_file_open_for_writing_elsewhere_can_still_be_read(bowl_file):
     import sys
 
     # Another process holds the file open for writing (HDF5 takes an exclusive flock), as a running scan does.
+    hold = "import h5py, sys, time; f = h5py.File(sys.argv[1], 'r+'); print('open', flush=True); time.sleep(60)"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import h5py, sys, time; f = h5py.File(sys.argv[1], 'r+'); print('open', flush=True); time.sleep(60)", str(bowl_file)],
+        [sys.executable, "-c", hold, str(bowl_file)],
         stdout=subprocess.PIPE, text=True,
     )
     try:

@@ -16,8 +16,9 @@ from effrep_hpc.config import ConfigError, load_config
 from effrep_hpc.data import imagefolder, load_dataset
 from effrep_hpc.data.imagefolder import IMAGENET_MEAN, IMAGENET_STD
 
-ROOT = Path(__file__).resolve().parents[2]
 from imagefolder_helpers import CLASSES, NAMES, SHAPES, SORTED, TRAIN_PER_CLASS, VAL_PER_CLASS, colour, make_tree  # noqa: F401
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def unnormalize(x: torch.Tensor) -> torch.Tensor:

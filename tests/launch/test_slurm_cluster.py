@@ -1,7 +1,8 @@
 """Against a real one-node SLURM (slurm/local-cluster.sh): array scans, USR2 requeue, distributed training.
 
-These run in `make test` and in CI (the conftest starts the cluster, or fails); about a minute and a
-half in all on two cores, most of it SLURM scheduling and Python start-up in each job.
+The array requeue test runs in `make test` and in CI (the conftest starts the cluster, or fails); the
+ones marked ``slow`` repeat properties checked elsewhere and run in `make test-slow` (about four minutes
+on two cores, most of it SLURM scheduling and Python start-up in each job).
 """
 
 from __future__ import annotations
@@ -62,6 +63,9 @@ def assert_same_surface(path: Path, reference: dict) -> None:
         np.testing.assert_array_equal(got[name], reference[name], err_msg=name)
 
 
+# slow (~65 s): test_usr2_requeues_... submits the same 3-task array and merge to SLURM, and
+# tests/launch/test_launch_local.py checks `effrep submit --wait` array + merge in the default run.
+@pytest.mark.slow
 def test_three_task_array_and_merge_equal_the_serial_scan(trained: Path, reference: dict, tmp_path: Path) -> None:
     surface = tmp_path / "array.h5"
     cmd = [
@@ -121,6 +125,9 @@ def test_usr2_requeues_a_task_which_resumes_from_its_shard(trained: Path, refere
     assert_same_surface(surface, reference)
 
 
+# slow (~22 s): tests/runners/test_train.py::test_two_process_gloo_matches_one_process checks the same
+# trajectory with torchrun, tests/dist/test_env.py the rank/world from SLURM variables.
+@pytest.mark.slow
 def test_training_job_runs_torch_distributed_across_its_tasks(tmp_path: Path) -> None:
     # Without BN, two data-parallel processes follow one process's trajectory (same global batches).
     extra = ["model.name=digits_mlp", "model.kwargs={norm: false}", "train.batch_size=64", "train.epochs=2",
@@ -140,6 +147,9 @@ def test_training_job_runs_torch_distributed_across_its_tasks(tmp_path: Path) ->
         torch.testing.assert_close(a["model"][key], b["model"][key], rtol=1e-4, atol=1e-5)
 
 
+# slow (~35 s): tests/runners/test_quant.py::test_array_tasks_share_one_sweep_file checks array tasks
+# writing one sweep file equal to the serial sweep.
+@pytest.mark.slow
 def test_four_run_quantization_sweep_runs_as_an_array(tmp_path: Path) -> None:
     from effrep_hpc.runners.quant_sweep import run_quant_sweep
     from effrep_hpc.store.sweep import read_sweep
@@ -164,6 +174,9 @@ def test_four_run_quantization_sweep_runs_as_an_array(tmp_path: Path) -> None:
             np.testing.assert_array_equal(a["curves"][name], s["curves"][name], err_msg=f"{a['name']} {name}")
 
 
+# slow (~70 s): a second USR2-requeue-and-resume variant (the MPI template); test_usr2_requeues_... runs
+# in the default set and tests/runners/test_landscape.py kills and resumes an MPI scan.
+@pytest.mark.slow
 def test_mpi_sbatch_template_requeues_on_usr2_and_resumes(trained: Path, reference: dict, tmp_path: Path) -> None:
     surface = tmp_path / "mpi.h5"
     env = dict(os.environ, EFFREP_PYTHON=sys.executable)

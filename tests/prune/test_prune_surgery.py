@@ -138,7 +138,9 @@ def test_groups_follow_the_channel_graph_and_the_papers_layer_ids() -> None:
     r34 = {g.name: g for g in prune_groups(create_model("resnet34"))}
     assert len(r34) == 16 + 4
     assert r34["layer2"].scorer == "layer2.0.shortcut" and r34["layer1"].scorer == "stem"
-    assert set(r34["layer2"].writers) == {"layer2.0.conv2", "layer2.0.shortcut", "layer2.1.conv2", "layer2.2.conv2", "layer2.3.conv2"}
+    assert set(r34["layer2"].writers) == {
+        "layer2.0.conv2", "layer2.0.shortcut", "layer2.1.conv2", "layer2.2.conv2", "layer2.3.conv2"
+    }
     assert ("layer3.0.shortcut", 1) in r34["layer2"].readers
     assert r34["layer4.2.conv1"].layer_ids == (32,)
 

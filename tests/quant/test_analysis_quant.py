@@ -33,11 +33,14 @@ def make_sweep(path: Path) -> dict[tuple[str, int], list[float]]:
             write_run(path, i, RunRecord("failed", error="diverged: training loss nan in epoch 2", curves=[]))
             continue
         acc = 90 + 5 * rng.random(5)
-        rows = [{k: 0.0 for k in CURVE_FIELDS} | {"epoch": e + 1, "test_acc": acc[e], "train_loss": 1.0 / (e + 1)} for e in range(5)]
+        rows = [
+            {k: 0.0 for k in CURVE_FIELDS} | {"epoch": e + 1, "test_acc": acc[e], "train_loss": 1.0 / (e + 1)} for e in range(5)
+        ]
         hist_q = np.zeros(HIST_BINS) if a != "fp" else None
         if hist_q is not None:
             hist_q[[10, 89]] = 50
-        write_run(path, i, RunRecord("done", curves=rows, hist_float=np.ones(HIST_BINS) if a in ("fp", "bc") else None, hist_quant=hist_q))
+        hist_float = np.ones(HIST_BINS) if a in ("fp", "bc") else None
+        write_run(path, i, RunRecord("done", curves=rows, hist_float=hist_float, hist_quant=hist_q))
         errors.setdefault((a, b), []).append(100 - acc[-1])
     return errors
 

@@ -44,7 +44,8 @@ def test_expansion_order_and_fp_runs_once_at_float_width() -> None:
     cfg = load_config(None, ["quant.sweep.algorithms=[fp, bc, sr]", "quant.sweep.bits=[1, 2]", "quant.sweep.seeds=[0, 1]"])
     keys = [spec.key for spec, _ in expand_sweep(cfg)]
     assert len(keys) == 2 + 4 + 4
-    assert [(k["algorithm"], k["bits"], k["seed"]) for k in keys[:4]] == [("fp", 32, 0), ("fp", 32, 1), ("bc", 1, 0), ("bc", 1, 1)]
+    expected = [("fp", 32, 0), ("fp", 32, 1), ("bc", 1, 0), ("bc", 1, 1)]
+    assert [(k["algorithm"], k["bits"], k["seed"]) for k in keys[:4]] == expected
     assert [spec.name for spec, _ in expand_sweep(cfg)][:2] == ["run_0000", "run_0001"]
 
 

@@ -5,15 +5,14 @@ from __future__ import annotations
 import pickle
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 import torch
 
 from effrep_hpc.store.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from effrep_hpc.store.h5 import FileBusyError
-from effrep_hpc.store.surface import SurfaceSpec, SurfaceWriter, merge_shards, read_surface
 from effrep_hpc.store.shards import shard_path
+from effrep_hpc.store.surface import SurfaceSpec, SurfaceWriter, merge_shards, read_surface
 
 METRICS = ["train_loss", "train_acc"]
 
