@@ -13,7 +13,7 @@ arrays from ``split``/``size``/``output``, and `effrep merge`/`status` dispatch 
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal, Optional
 
@@ -58,7 +58,8 @@ class Experiment:
     def load(self, what: str = "runner") -> Callable[..., Any]:
         """Import this experiment's ``runner``, ``show`` or ``merge`` function."""
         module, _, name = str(getattr(self, what)).partition(":")
-        return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
+        function: Callable[..., Any] = getattr(importlib.import_module(module), name)
+        return function
 
 
 EXPERIMENTS: Registry[Experiment] = Registry("experiment")
@@ -129,7 +130,8 @@ register(Experiment(
     "optionally after prune.sensitivity_retrain_epochs of retraining). Cells are shared out by dist/ (serial,\n"
     "MPI ranks, or SLURM array tasks with dist.backend=array) into prune.sensitivity (default\n"
     "<run.out>/sensitivity.h5). Re-running resumes with any number of ranks.\n\n"
-    "  mpiexec -n 4 python -m mpi4py -m effrep_hpc.cli prune sensitivity CONFIG 'prune.sensitivity_criteria=[l1,random,largest]'\n"
+    "  mpiexec -n 4 python -m mpi4py -m effrep_hpc.cli prune sensitivity CONFIG \\\n"
+    "      'prune.sensitivity_criteria=[l1,random,largest]'\n"
     "  python -m analysis sensitivity runs/x/sensitivity.h5      # the paper's Figures 2 and 8",
     "effrep_hpc.runners.sensitivity:run_sensitivity", ("prune", "data", "train", "dist", "run"),
     overwrite_help="start the file over instead of resuming it",

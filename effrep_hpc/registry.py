@@ -33,7 +33,7 @@ class Registry(Generic[T]):
         """Decorator: register the object under ``name`` (default: its ``__name__``)."""
 
         def deco(obj: T) -> T:
-            key = name or getattr(obj, "__name__")
+            key = name or obj.__name__  # type: ignore[attr-defined]
             if key in self._table:
                 raise ValueError(f"{self.kind} {key!r} is registered twice")
             self._table[key] = obj

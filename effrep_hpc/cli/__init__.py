@@ -117,7 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
         """The subparsers of command group ``name`` (created on first use); a bare group prints its help."""
         if name not in groups:
             summary, description = GROUPS[name]
-            top = sub.add_parser(name, help=summary, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+            top = sub.add_parser(
+                name, help=summary, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+            )
             top.set_defaults(func=lambda _args, top=top: (top.print_help(), 2)[1])
             groups[name] = top.add_subparsers(dest=f"{name}_command", metavar="SUBCOMMAND", parser_class=FlexibleParser)
         return groups[name]

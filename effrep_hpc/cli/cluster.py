@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 SUBMIT_EPILOG = """\
-COMMAND is an experiment that can be submitted (train, landscape, "quant sweep", "prune sensitivity", ...); CONFIG and key=value overrides as
+COMMAND is an experiment that can be submitted (train, landscape, "quant sweep", "prune sensitivity", ...);
+CONFIG and key=value overrides as
 for the command itself. Cluster settings come from --cluster PRESET (configs/clusters/PRESET.yaml),
 then the config's launch: section, then launch.key=value overrides. Examples:
   effrep submit landscape configs/demo/digits.yaml --cluster local --array 3 --wait
@@ -125,7 +126,8 @@ def add_commands(sub: Any) -> None:
         description="Progress of surfaces (and their array shards), training runs (metrics.h5) and sweep files, "
         "read from the files (no accounting database needed). OUTPUT is a file or a directory to search.",
     )
-    p.add_argument("output", nargs="+", help="surface.h5 (its shards are found next to it), metrics.h5, a sweep file or a directory")
+    p.add_argument("output", nargs="+",
+                   help="surface.h5 (its shards are found next to it), metrics.h5, a sweep file or a directory")
     p.add_argument("--json", action="store_true", help="print a JSON list")
     p.set_defaults(func=cmd_status)
     p = sub.add_parser(
@@ -149,7 +151,8 @@ def _add_submit(sub: Any) -> argparse.ArgumentParser:
         epilog=SUBMIT_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("command", nargs="+", metavar="COMMAND CONFIG [key=value ...]", help="what to run, its YAML config and overrides")
+    p.add_argument("command", nargs="+", metavar="COMMAND CONFIG [key=value ...]",
+                   help="what to run, its YAML config and overrides")
     p.add_argument("--cluster", metavar="PRESET", help="cluster preset: a name in configs/clusters/ or a YAML file")
     p.add_argument("--array", type=int, metavar="N", help="number of array tasks (default launch.array)")
     p.add_argument("--local", action="store_true", help="run through submitit's local executor on this machine (waits)")

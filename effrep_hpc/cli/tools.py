@@ -29,14 +29,15 @@ def cmd_models(args: argparse.Namespace) -> int:
             model = create_model(name)
         flops, params = count_flops_params(model, spec.input_shape)
         rows.append(
-            {"name": name, "params": params, "flops": flops, "input_shape": list(spec.input_shape), "num_classes": spec.num_classes}
+            {"name": name, "params": params, "flops": flops, "input_shape": list(spec.input_shape),
+             "num_classes": spec.num_classes}
         )
     if args.json:
         print(json.dumps(rows, indent=1))
     else:
         print(f"{'model':<20} {'params':>12} {'FLOPs (MACs)':>14}  input")
         for r in rows:
-            shape = "x".join(map(str, r["input_shape"]))
+            shape = "x".join(str(s) for s in r["input_shape"])  # type: ignore[attr-defined]
             print(f"{r['name']:<20} {r['params']:>12,} {r['flops']:>14,}  {shape}, {r['num_classes']} classes")
     return 0
 
@@ -106,7 +107,7 @@ def cmd_layers(args: argparse.Namespace) -> int:
         return 0
     print(f"{'layer':<18} {'paper ids':<14} {'width':>6} {'FLOPs %':>8}  scored by")
     for r in rows:
-        ids = ",".join(map(str, r["paper_ids"]))
+        ids = ",".join(str(i) for i in r["paper_ids"])  # type: ignore[attr-defined]
         ids = ids if len(ids) <= 14 else ids[:11] + "..."
         print(f"{r['layer']:<18} {ids:<14} {r['width']:>6} {r['flops_share_pct']:>8.2f}  {r['scored_by']}")
     return 0
@@ -179,7 +180,9 @@ def add_commands(sub: Any, group: Callable[[str], Any]) -> None:
     """Add the tools to the `effrep` parser (prune and quant tools into their groups)."""
     fmt = argparse.RawDescriptionHelpFormatter
 
-    def add(parent: Any, name: str, func: Callable[[argparse.Namespace], int], summary: str, description: str) -> argparse.ArgumentParser:
+    def add(
+        parent: Any, name: str, func: Callable[[argparse.Namespace], int], summary: str, description: str
+    ) -> argparse.ArgumentParser:
         p = parent.add_parser(name, help=summary, description=description, formatter_class=fmt)
         p.set_defaults(func=func)
         return p

@@ -48,7 +48,8 @@ def from_dict(data: dict[str, Any], cls: type = Config) -> Any:
 
 def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = (), cls: type = Config) -> Config:
     """Load a YAML config file (or the defaults when ``path`` is None) and apply ``key=value`` overrides."""
-    return load(path, overrides, cls)  # type: ignore[no-any-return]
+    cfg: Config = load(path, overrides, cls)
+    return cfg
 
 
 def from_yaml(text: str, cls: type = Config) -> Any:

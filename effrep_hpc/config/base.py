@@ -11,9 +11,9 @@ import dataclasses
 import re
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
-from typing import Any, Literal, Optional, Union, get_args, get_origin
+from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 
@@ -95,7 +95,7 @@ def _convert(value: Any, tp: Any, key: str, problems: list[str]) -> Any:
     origin = get_origin(tp)
     if tp is Any:
         return value
-    if dataclasses.is_dataclass(tp):
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
         if not isinstance(value, dict):
             problems.append(f"{key}: expected a mapping of {tp.__name__} keys (got {value!r})")
             return tp()

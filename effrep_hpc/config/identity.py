@@ -34,11 +34,9 @@ def _applies(f: dataclasses.Field, experiment: str) -> bool:
 
 
 def _default(f: dataclasses.Field) -> Any:
-    if f.default is not dataclasses.MISSING:
-        value = f.default
-    else:
-        value = f.default_factory()  # type: ignore[misc]
-    return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+    factory = f.default_factory
+    value = f.default if f.default is not dataclasses.MISSING else factory() if callable(factory) else None
+    return dataclasses.asdict(value) if dataclasses.is_dataclass(value) and not isinstance(value, type) else value
 
 
 def result_fields(scope: Scope) -> list[tuple[str, dataclasses.Field]]:

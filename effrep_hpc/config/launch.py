@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
-from effrep_hpc.config.base import result
-
 
 @dataclass
 class LaunchConfig:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Literal, Optional
+from dataclasses import dataclass
+from typing import Any
 
 from effrep_hpc.config.base import result
-
 from effrep_hpc.config.names import MODEL_NAMES
 from effrep_hpc.registry import unknown_name_message
 

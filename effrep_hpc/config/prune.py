@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, Optional
 
 from effrep_hpc.config.base import result
@@ -12,13 +12,16 @@ from effrep_hpc.config.base import result
 class PruneConfig:
     """Filter pruning: criterion, strategy, preset or per-layer ratios, sensitivity and retraining."""
 
-    criterion: str = result("l1", only=("prune-retrain",))  # l1, l2, random, largest, mean_mean, mean_std, mean_l1, mean_l2, var_l2
+    # l1, l2, random, largest, mean_mean, mean_std, mean_l1, mean_l2, var_l2
+    criterion: str = result("l1", only=("prune-retrain",))
     strategy: Literal["independent", "greedy"] = result("independent", only=("prune-retrain",))
-    preset: Optional[str] = result(None, only=("prune-retrain",))  # vgg16-a, resnet56-a/b, resnet110-a/b, resnet34-a/b (paper ratios)
+    # vgg16-a, resnet56-a/b, resnet110-a/b, resnet34-a/b (paper ratios)
+    preset: Optional[str] = result(None, only=("prune-retrain",))
     ratios: dict[str, Any] = result(factory=dict, only=("prune-retrain",))  # layer name or paper id -> fraction removed
     checkpoint: Optional[str] = None  # the trained model; default: <run.out>/checkpoint.pt
     out: Optional[str] = None  # apply/retrain/scratch outputs; default: <run.out>/pruned
-    round_to: int = result(1, only=("prune-retrain",))  # > 1: round each pruned layer's kept filters to a multiple (8 suits CPU/GPU kernels)
+    # > 1: round each pruned layer's kept filters to a multiple (8 suits CPU/GPU kernels)
+    round_to: int = result(1, only=("prune-retrain",))
     seed: int = result(0)  # random criterion and the sample of images for activation criteria
     activation_images: int = result(256)  # N training images for the activation criteria
     # prune-and-retrain (the paper: constant lr 1e-3, 40 epochs on CIFAR-10); optimizer, momentum,
@@ -33,7 +36,8 @@ class PruneConfig:
     layers: Optional[list[str]] = result(None, only=("sensitivity",))  # default: every prunable layer
     sensitivity_ratios: list[float] = result(factory=lambda: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9], only=("sensitivity",))
     sensitivity_criteria: list[str] = result(factory=lambda: ["l1"], only=("sensitivity",))
-    sensitivity_retrain_epochs: int = result(0, only=("sensitivity",))  # > 0: retrain each pruned model this long before evaluating
+    # > 0: retrain each pruned model this long before evaluating
+    sensitivity_retrain_epochs: int = result(0, only=("sensitivity",))
     eval_split: Literal["test", "train"] = result("test", only=("sensitivity",))
     eval_size: Optional[int] = result(None, only=("sensitivity",))  # evaluate on a seeded subset of this many samples
     eval_batch_size: int = 1024
@@ -71,7 +75,8 @@ class PruneConfig:
                 problems.append(f"prune.sensitivity_ratios[{i}]: must lie in [0, 1) (got {ratio})")
         if len(set(self.sensitivity_ratios)) != len(self.sensitivity_ratios):
             problems.append(f"prune.sensitivity_ratios: values repeat ({self.sensitivity_ratios})")
-        positive = ("round_to", "activation_images", "iterations", "retrain_epochs", "eval_batch_size", "speed_batch_size", "speed_repeats")
+        positive = ("round_to", "activation_images", "iterations", "retrain_epochs", "eval_batch_size",
+                    "speed_batch_size", "speed_repeats")
         for key in positive:
             if getattr(self, key) < 1:
                 problems.append(f"prune.{key}: must be >= 1 (got {getattr(self, key)})")

@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
 from effrep_hpc.config.base import result
-
 from effrep_hpc.quant.spec import ALGORITHMS, MAX_BITS
 from effrep_hpc.registry import unknown_name_message
 

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Literal, Optional
-
-from effrep_hpc.config.base import result
+from dataclasses import dataclass
 
 
 @dataclass

@@ -5,7 +5,49 @@ Pure functions on modules and tensors: no files, no communication, no printing.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from effrep_hpc.registry import lazy_exports
+
+if TYPE_CHECKING:  # type checkers see the real names; at run time they load on first use
+    from effrep_hpc.landscape.directions import (  # noqa: F401
+        BIAS_MODES,
+        NORMALIZATIONS,
+        check_bias_mode,
+        check_compatible,
+        check_normalization,
+        combine,
+        direction_hash,
+        direction_layout,
+        flatten_directions,
+        normalize_direction,
+        parameter_weights,
+        plane_directions,
+        point_weights,
+        random_direction,
+        same_direction,
+        set_weights,
+        target_direction,
+        unflatten_directions,
+        weights_hash,
+    )
+    from effrep_hpc.landscape.evaluate import (  # noqa: F401
+        BN_POLICIES,
+        LOSSES,
+        EvalData,
+        evaluate_points,
+        per_sample_loss,
+        plan_points_per_pass,
+        subset,
+    )
+    from effrep_hpc.landscape.grid import (  # noqa: F401
+        grid_points,
+        grid_shape,
+        make_axis,
+        make_tiles,
+        parse_axis,
+    )
+
 
 # name -> module; loaded on first use, so the numpy-only `effrep_hpc.landscape.grid` imports without torch
 _LAZY = {

@@ -87,7 +87,7 @@ def load_submit_config(path: Optional[str], overrides: list[str], cluster: Optio
             raise ConfigError([f"{p}: the top level must be a mapping of sections"])
         data = loaded
     data = merge_overrides(data, overrides)
-    launch = data.get("launch") if isinstance(data.get("launch"), dict) else {}
+    launch = data["launch"] if isinstance(data.get("launch"), dict) else {}
     name = cluster or launch.get("cluster")
     if name:
         preset = load_preset(str(name))
@@ -197,9 +197,9 @@ def make_executor(launch: LaunchConfig, folder: str | Path, shape: JobShape, *, 
                 f"the local executor runs on this machine only, but {shape.name} asks for {shape.nodes} nodes; "
                 "set launch.nodes=1 (launch.tasks_per_node processes still run)"
             )
-        executor = submitit.LocalExecutor(folder=folder, max_num_timeout=launch.max_requeues, python=python)
-        executor.update_parameters(**local_parameters(launch, shape))
-        return executor
+        local = submitit.LocalExecutor(folder=folder, max_num_timeout=launch.max_requeues, python=python)
+        local.update_parameters(**local_parameters(launch, shape))
+        return local
     raise ValueError(f"unknown executor kind {kind!r} (valid: slurm, local)")
 
 

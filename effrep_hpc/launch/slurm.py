@@ -11,7 +11,10 @@ from __future__ import annotations
 import subprocess
 from typing import Optional
 
-QUEUED_STATES = ("PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "COMPLETING", "SUSPENDED", "RESIZING", "SIGNALING", "STAGE_OUT")
+QUEUED_STATES = (
+    "PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "COMPLETING", "SUSPENDED", "RESIZING",
+    "SIGNALING", "STAGE_OUT",
+)
 
 
 def base_id(job_id: str) -> str:

@@ -78,18 +78,20 @@ def surface_status(surface: Path) -> FileStatus:
     for shard in shards:
         mask, attrs = _done_mask(shard)
         kind = kind or attrs["kind"]
-        if mask.size != (union.size if union is not None else mask.size):
-            raise ValueError(f"{shard} has {mask.size} entries but {shards[0] if union is None else surface} has {union.size}; "
+        if union is not None and mask.size != union.size:
+            raise ValueError(f"{shard} has {mask.size} entries but {surface} has {union.size}; "
                              "shards of different scans are mixed here")
         union = mask.copy() if union is None else union | mask
         counts.add(attrs.get("shard_count"))
-        parts.append({"path": str(shard), "task": attrs.get("shard_task"), "of": attrs.get("shard_count"), "done": int(mask.sum())})
+        parts.append({"path": str(shard), "task": attrs.get("shard_task"), "of": attrs.get("shard_count"),
+                      "done": int(mask.sum())})
     assert union is not None
     total, done = int(union.size), int(union.sum())
     merge = "effrep merge"
     notes = []
     if merged is not None and shards:
-        notes.append(f"merged file has {merged}/{total}" + ("" if merged == done else f"; run `{merge}` again to add {done - merged} more"))
+        more = "" if merged == done else f"; run `{merge}` again to add {done - merged} more"
+        notes.append(f"merged file has {merged}/{total}{more}")
     elif shards:
         notes.append("not merged yet")
     if len(counts) > 1:
@@ -118,7 +120,8 @@ def sweep_status(path: Path) -> FileStatus:
     names = run_names(len(statuses))
     parts = [{"run": name, "status": st} for name, st in zip(names, statuses) if st in ("failed", "running")]
     return FileStatus(
-        str(path), "quant_sweep", "runs", len(statuses), counts["done"], counts["pending"], counts["failed"], counts["running"], parts
+        str(path), "quant_sweep", "runs", len(statuses), counts["done"], counts["pending"], counts["failed"], counts["running"],
+        parts,
     )
 
 

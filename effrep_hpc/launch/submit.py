@@ -26,9 +26,17 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from effrep_hpc.config import Config, to_yaml
-from effrep_hpc.launch.executor import JobShape, describe_parameters, load_submit_config, local_parameters, make_executor, resolve_executor, slurm_parameters
-from effrep_hpc.launch.tasks import CommandTask, DistributedTask
 from effrep_hpc.experiments import EXPERIMENTS, by_words
+from effrep_hpc.launch.executor import (
+    JobShape,
+    describe_parameters,
+    load_submit_config,
+    local_parameters,
+    make_executor,
+    resolve_executor,
+    slurm_parameters,
+)
+from effrep_hpc.launch.tasks import CommandTask, DistributedTask
 from effrep_hpc.registry import unknown_name_message
 from effrep_hpc.store.shards import shard_path
 
@@ -276,15 +284,15 @@ def wait_for(
         time.sleep(poll_s)
     final: dict[str, str] = {}
     for j in jobs:
-        state = _outcome(j.job)
-        if state is None and kind == "slurm":
+        outcome = _outcome(j.job)
+        if outcome is None and kind == "slurm":
             from effrep_hpc.launch.slurm import job_info
 
             info = job_info(j.job_id)
-            state = info.get("JobState", "UNKNOWN")
+            outcome = str(info.get("JobState", "UNKNOWN"))
             if info.get("Reason") not in (None, "None"):
-                state += f" ({info['Reason']})"
-        final[j.job_id] = state or "FAILED: the job left no result (killed?)"
+                outcome += f" ({info['Reason']})"
+        final[j.job_id] = outcome or "FAILED: the job left no result (killed?)"
     return final
 
 
@@ -329,8 +337,8 @@ def submission_lines(sub: Submission) -> list[str]:
             lines.append(f"  job {j.job_id}: {j.command_line}")
             for out in j.outputs:
                 lines.append(f"    writes {out}")
-    for out in sub.plan.outputs:
-        lines.append(f"output: {out}")
+    for path in sub.plan.outputs:
+        lines.append(f"output: {path}")
     lines.append(f"config: {sub.plan.snapshot}")
     lines.append(f"logs: {sub.plan.folder}")
     return lines

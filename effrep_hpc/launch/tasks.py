@@ -36,7 +36,9 @@ class TaskResult:
 class CommandTask(Checkpointable):
     """Run ``effrep ARGV`` inside a submitit job, from the directory it was submitted from."""
 
-    def __init__(self, argv: list[str], *, cwd: str | Path, outputs: Optional[list[str]] = None, env: Optional[dict[str, str]] = None) -> None:
+    def __init__(
+        self, argv: list[str], *, cwd: str | Path, outputs: Optional[list[str]] = None, env: Optional[dict[str, str]] = None
+    ) -> None:
         self.argv = [str(a) for a in argv]
         self.cwd = str(cwd)
         self.outputs = [str(o) for o in outputs or []]

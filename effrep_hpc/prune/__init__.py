@@ -23,7 +23,64 @@ No files, no communication, no printing here.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from effrep_hpc.registry import lazy_exports
+
+if TYPE_CHECKING:  # type checkers see the real names; at run time they load on first use
+    from effrep_hpc.prune.cost import (  # noqa: F401
+        compare_costs,
+        planned_cost,
+        ratios_for,
+    )
+    from effrep_hpc.prune.criteria import (  # noqa: F401
+        ACTIVATION_CRITERIA,
+        CRITERIA,
+        WEIGHT_CRITERIA,
+        activation_scores,
+        criterion_name,
+        feature_map_stats,
+        is_activation_criterion,
+        keep_top,
+        stats_scores,
+        weight_scores,
+    )
+    from effrep_hpc.prune.groups import (  # noqa: F401
+        PruneGroup,
+        check_ratio,
+        paper_layer_ids,
+        prune_groups,
+        resolve_layer,
+        resolve_ratios,
+    )
+    from effrep_hpc.prune.presets import (  # noqa: F401
+        PRESETS,
+        Preset,
+        get_preset,
+        preset_for_model,
+        preset_names,
+    )
+    from effrep_hpc.prune.select import (  # noqa: F401
+        STRATEGIES,
+        collect_stats,
+        group_scores,
+        keep_counts,
+        layer_seed,
+        prune_by_ratios,
+        select_filters,
+    )
+    from effrep_hpc.prune.surgery import (  # noqa: F401
+        mask_model,
+        num_keep,
+        prune_model,
+        pruned_arch,
+    )
+    from effrep_hpc.prune.timing import (  # noqa: F401
+        measured_speedup,
+        median_times,
+        time_forward,
+    )
+
 
 # name -> module; loaded on first use, so `effrep_hpc.prune.presets` and `.names` (plain data) import without torch
 _LAZY = {

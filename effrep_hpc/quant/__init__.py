@@ -11,7 +11,33 @@ Pure math: tensors and modules in, tensors and numbers out; no files, no printin
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from effrep_hpc.registry import lazy_exports
+
+if TYPE_CHECKING:  # type checkers see the real names; at run time they load on first use
+    from effrep_hpc.quant.algorithms import (  # noqa: F401
+        QuantizedOptimizer,
+        quantized_layers,
+    )
+    from effrep_hpc.quant.quantizers import (  # noqa: F401
+        DELTA_RULES,
+        choose_delta,
+        from_codes,
+        gaussian_step,
+        grid_codes,
+        grid_limit,
+        on_grid,
+        quantize_det,
+        quantize_stoch,
+    )
+    from effrep_hpc.quant.spec import (  # noqa: F401
+        ALGORITHMS,
+        MAX_BITS,
+        AlgorithmSpec,
+        get_algorithm,
+    )
+
 
 # name -> module; loaded on first use, so the torch-free `effrep_hpc.quant.spec` (names, MAX_BITS) needs no torch
 _LAZY = {

@@ -82,7 +82,8 @@ def dataset_from_config(cfg: Any, device: torch.device) -> Any:
     from effrep_hpc.data import load_dataset
 
     d = cfg.data
-    extra: dict[str, Any] = {k: getattr(d, k) for k in ("train_size", "test_size", "num_classes", "image_size") if getattr(d, k) is not None}
+    keys = ("train_size", "test_size", "num_classes", "image_size")
+    extra: dict[str, Any] = {k: getattr(d, k) for k in keys if getattr(d, k) is not None}
     if d.input_shape is not None:
         extra["input_shape"] = tuple(d.input_shape)
     return load_dataset(d.name, root=d.root, seed=d.seed, device=device, cache_dir=d.cache_dir, **extra)

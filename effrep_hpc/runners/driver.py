@@ -74,6 +74,7 @@ def open_output(
         except (ValueError, RuntimeError, OSError) as exc:
             error = exc
     pending = getattr(out.writer, "pending", None)
+    problem: Optional[str]
     problem, out.pending = backend.broadcast((str(error) if error else None, pending() if pending else None))  # type: ignore[misc]
     if error is not None:
         raise error
@@ -106,7 +107,8 @@ def run_job(backend: Backend, job: Job, output: Output[Any], *, show_progress: b
     if main:
         elapsed = time.perf_counter() - began
         rate = f"{total / elapsed:.2f}" if elapsed > 0 else "nan"
-        where = f"task {backend.rank + 1} of {backend.size}" if backend.kind == "array" else f"{backend.size} {backend.kind} worker(s)"
+        array = backend.kind == "array"
+        where = f"task {backend.rank + 1} of {backend.size}" if array else f"{backend.size} {backend.kind} worker(s)"
         print(f"{job.verb} {total} {job.unit}(s) in {elapsed:.1f}s ({rate} {job.unit}s/s) on {where}{job.tail()}", flush=True)
         if backend.kind == "array" and output.path != output.final:
             print(f"shard {backend.rank} of tasks 0..{backend.size - 1}; when all are done: "

@@ -17,7 +17,7 @@ import torch
 
 from effrep_hpc.config import Config, Scope, to_yaml
 from effrep_hpc.dist.env import local_rank
-from effrep_hpc.landscape.directions import direction_hash, direction_layout, random_direction, same_direction, target_direction, plane_directions, weights_hash
+from effrep_hpc.landscape import directions as D
 from effrep_hpc.landscape.evaluate import EvalData, evaluate_points, plan_points_per_pass, prepare_layout, subset
 from effrep_hpc.landscape.grid import grid_points, make_tiles, parse_axis
 from effrep_hpc.runners.common import check_classes, dataset_from_config, load_model, resolve_path, setup_runtime
@@ -42,7 +42,7 @@ def build_directions(cfg: Config, model: torch.nn.Module, device: torch.device) 
     if L.directions:
         from effrep_hpc.store.directions import load_directions
 
-        x, y = load_directions(L.directions, *direction_layout(model))
+        x, y = load_directions(L.directions, *D.direction_layout(model))
         if L.y is None:
             y = None
         elif y is None:
@@ -50,16 +50,16 @@ def build_directions(cfg: Config, model: torch.nn.Module, device: torch.device) 
         return Directions(x, y, {"directions_source": str(L.directions)})
     if L.target:
         other = load_model(Path(L.target), cfg, device, "landscape.target")
-        return Directions(target_direction(model, other), None, {"directions_source": f"target {L.target}"})
+        return Directions(D.target_direction(model, other), None, {"directions_source": f"target {L.target}"})
     if L.plane:
         m2 = load_model(Path(L.plane[0]), cfg, device, "landscape.plane")
         m3 = load_model(Path(L.plane[1]), cfg, device, "landscape.plane")
-        x, y, coords = plane_directions(model, m2, m3)
+        x, y, coords = D.plane_directions(model, m2, m3)
         return Directions(x, y, {"directions_source": f"plane {L.plane}", "plane_coords": coords})
-    x = random_direction(model, L.xseed, L.norm, L.bias_bn)
+    x = D.random_direction(model, L.xseed, L.norm, L.bias_bn)
     if L.y is None:
         return Directions(x, None, {"directions_source": "random", "norm": L.norm, "bias_bn": L.bias_bn})
-    y = same_direction(x) if L.same_dir else random_direction(model, L.yseed, L.norm, L.bias_bn)
+    y = D.same_direction(x) if L.same_dir else D.random_direction(model, L.yseed, L.norm, L.bias_bn)
     return Directions(x, y, {"directions_source": "random", "norm": L.norm, "bias_bn": L.bias_bn})
 
 
@@ -108,8 +108,8 @@ def run_landscape(cfg: Config, *, overwrite: bool = False) -> Optional[Path]:
         y=y_axis,
         metrics=["train_loss", "train_acc"] + (["test_loss", "test_acc"] if L.test else []),
         config_yaml=to_yaml(cfg),
-        model_hash=weights_hash(model),  # BN running statistics shape the surface too
-        directions_hash=direction_hash([dirs.x, dirs.y]),
+        model_hash=D.weights_hash(model),  # BN running statistics shape the surface too
+        directions_hash=D.direction_hash([dirs.x, dirs.y]),
         directions={"x": _numpy(dirs.x), **({"y": _numpy(dirs.y)} if dirs.y is not None else {})},
         attrs=dict(dirs.attrs),
     )

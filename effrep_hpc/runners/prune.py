@@ -22,7 +22,7 @@ from effrep_hpc.prune.names import is_activation_criterion
 from effrep_hpc.prune.select import keep_counts, select_filters
 from effrep_hpc.prune.surgery import num_keep, prune_model, pruned_arch
 from effrep_hpc.prune.timing import measured_speedup
-from effrep_hpc.runners.common import activation_images, check_classes, dataset_from_config, load_model, resolve_path, setup_runtime
+from effrep_hpc.runners import common
 from effrep_hpc.runners.train import TrainingRun, outputs_text, run_train, step_rule
 from effrep_hpc.store.atomic import remove_outputs
 from effrep_hpc.store.checkpoint import load_checkpoint, model_from_payload, model_payload, save_checkpoint
@@ -30,11 +30,6 @@ from effrep_hpc.store.summary import format_summary, read_summary, update_summar
 from effrep_hpc.train.fit import Row, accuracy, augmenter, fit_epochs
 
 SCOPE = Scope("prune-retrain", ("data", "model", "train", "prune"))
-
-
-def load_source_model(path: Path, cfg: Config, device: torch.device) -> nn.Module:
-    """The trained model of a checkpoint, rebuilt from its arch spec (it may itself be a pruned one)."""
-    return load_model(path, cfg, device, "prune.checkpoint")
 
 
 def plan_ratios(cfg: Config, model: nn.Module) -> dict[Any, float]:
@@ -66,6 +61,12 @@ class PruneOutputs:
     rows: dict[str, dict[str, Any]]
 
 
+def _paths(cfg: Config) -> tuple[Path, Path]:
+    """The trained checkpoint and the output directory of a prune run."""
+    P = cfg.prune
+    return common.resolve_path(P.checkpoint, cfg.run.out, "checkpoint.pt"), common.resolve_path(P.out, cfg.run.out, "pruned")
+
+
 def _row(model: nn.Module, dataset: Any, cfg: Config, **extra: Any) -> dict[str, Any]:
     flops, params = count_flops_params(model, dataset.input_shape, include_shortcuts=False)
     acc, loss = accuracy(model, dataset.x_test, dataset.y_test, loss=cfg.train.loss)
@@ -75,16 +76,16 @@ def _row(model: nn.Module, dataset: Any, cfg: Config, **extra: Any) -> dict[str,
 def run_prune(cfg: Config, *, retrain: bool, overwrite: bool = False) -> PruneOutputs:
     """Prune the checkpoint of ``cfg`` (and, with ``retrain``, fine-tune it; resumable); write the summary."""
     P, yaml = cfg.prune, to_yaml(cfg)
-    device = setup_runtime(cfg.run, local_rank())
-    checkpoint, out = resolve_path(P.checkpoint, cfg.run.out, "checkpoint.pt"), resolve_path(P.out, cfg.run.out, "pruned")
+    device = common.setup_runtime(cfg.run, local_rank())
+    checkpoint, out = _paths(cfg)
     ckpt, metrics = (out / "checkpoint.pt", out / "metrics.h5") if retrain else (None, None)
     steps, E = (P.iterations if retrain else 1), P.retrain_epochs
-    source = load_source_model(checkpoint, cfg, device)
-    dataset = dataset_from_config(cfg, device)
-    check_classes(source, dataset.num_classes, checkpoint, cfg.data.name)
+    source = common.load_model(checkpoint, cfg, device, "prune.checkpoint")
+    dataset = common.dataset_from_config(cfg, device)
+    common.check_classes(source, dataset.num_classes, checkpoint, cfg.data.name)
     ratios = resolve_ratios(source, plan_ratios(cfg, source))
     widths0 = {g.name: g.width for g in prune_groups(source)}
-    images = activation_images(cfg, dataset) if is_activation_criterion(P.criterion) else None
+    images = common.activation_images(cfg, dataset) if is_activation_criterion(P.criterion) else None
     rows: dict[str, dict[str, Any]] = {"original": _row(source, dataset, cfg, speedup=1.0)}
     run = TrainingRun(cfg, SCOPE, ckpt, kind="prune-retrain", epochs=steps * E, metrics=metrics, overwrite=overwrite,
                       fields=("step", "width_fraction"), desc="prune+retrain" if retrain else None)
@@ -144,8 +145,8 @@ def run_retrain(cfg: Config, *, overwrite: bool = False) -> PruneOutputs:
 def run_scratch(cfg: Config, *, overwrite: bool = False) -> PruneOutputs:
     """Train the pruned architecture from random weights with the ``train`` section (resumable)."""
     P = cfg.prune
-    checkpoint, out = resolve_path(P.checkpoint, cfg.run.out, "checkpoint.pt"), resolve_path(P.out, cfg.run.out, "pruned")
-    source = (load_source_model(checkpoint, cfg, torch.device("cpu")) if checkpoint.is_file()
+    checkpoint, out = _paths(cfg)
+    source = (common.load_model(checkpoint, cfg, torch.device("cpu"), "prune.checkpoint") if checkpoint.is_file()
               else create_model(cfg.model.name, **cfg.model.kwargs))
     arch = pruned_arch(source, keep_counts(source, plan_ratios(cfg, source), multiple=P.round_to))
     arch.pop("num_classes", None)
@@ -153,9 +154,9 @@ def run_scratch(cfg: Config, *, overwrite: bool = False) -> PruneOutputs:
         cfg, model=dataclasses.replace(cfg.model, kwargs=arch), run=dataclasses.replace(cfg.run, out=str(out / "scratch")),
         train=dataclasses.replace(cfg.train, keep_every=0),
     ), overwrite=overwrite)
-    device = setup_runtime(cfg.run, local_rank())
+    device = common.setup_runtime(cfg.run, local_rank())
     model = model_from_payload(load_checkpoint(result.checkpoint), result.checkpoint).to(device)
-    rows = {"scratch": _row(model, dataset_from_config(cfg, device), cfg, epochs=cfg.train.epochs)}
+    rows = {"scratch": _row(model, common.dataset_from_config(cfg, device), cfg, epochs=cfg.train.epochs)}
     update_summary(out / "summary.json", rows)
     return PruneOutputs(out, None, result.checkpoint, result.metrics, out / "summary.json", rows)
 

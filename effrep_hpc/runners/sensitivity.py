@@ -24,7 +24,7 @@ from effrep_hpc.prune.criteria import criterion_name, is_activation_criterion
 from effrep_hpc.prune.groups import paper_layer_ids, prune_groups, resolve_layer
 from effrep_hpc.prune.select import group_scores
 from effrep_hpc.prune.sensitivity import cell_seed, layer_facts, prune_one
-from effrep_hpc.runners.common import accuracy, activation_images, check_classes, dataset_from_config, load_model, resolve_path, setup_runtime
+from effrep_hpc.runners import common
 from effrep_hpc.runners.driver import Job, backend_for, open_output, run_job
 from effrep_hpc.store.sensitivity import SensitivitySpec, SensitivityWriter
 
@@ -61,7 +61,7 @@ def evaluate_cell(ctx: SensitivityContext, layer: int, ratio: int, crit: int) ->
         from effrep_hpc.runners.prune import retrain
 
         retrain(model, ctx.cfg, ctx.dataset, epochs=P.sensitivity_retrain_epochs, generator=generator)
-    return accuracy(model, ctx.x_eval, ctx.y_eval, batch_size=P.eval_batch_size, loss=ctx.cfg.train.loss)
+    return common.accuracy(model, ctx.x_eval, ctx.y_eval, batch_size=P.eval_batch_size, loss=ctx.cfg.train.loss)
 
 
 def _eval_split(cfg: Config, dataset: Any) -> tuple[Tensor, Tensor]:
@@ -74,7 +74,9 @@ def _eval_split(cfg: Config, dataset: Any) -> tuple[Tensor, Tensor]:
     return x, y
 
 
-def sensitivity_spec(cfg: Config, model: nn.Module, baseline: tuple[float, float], input_shape: tuple[int, ...]) -> SensitivitySpec:
+def sensitivity_spec(
+    cfg: Config, model: nn.Module, baseline: tuple[float, float], input_shape: tuple[int, ...]
+) -> SensitivitySpec:
     """The scan's axes and per-layer facts for ``model`` (criteria in canonical spelling)."""
     P = cfg.prune
     groups = prune_groups(model)
@@ -109,19 +111,21 @@ def run_sensitivity(cfg: Config, *, overwrite: bool = False) -> Optional[Path]:
     """Compute (or finish) the sensitivity file of ``cfg``; return its path on the writer, None elsewhere."""
     P = cfg.prune
     backend = backend_for(cfg)
-    device = setup_runtime(cfg.run, local_rank())
-    checkpoint = resolve_path(P.checkpoint, cfg.run.out, "checkpoint.pt")
-    model = load_model(checkpoint, cfg, device, "prune.checkpoint")
-    dataset = dataset_from_config(cfg, device)
-    check_classes(model, dataset.num_classes, checkpoint, cfg.data.name)
+    device = common.setup_runtime(cfg.run, local_rank())
+    checkpoint = common.resolve_path(P.checkpoint, cfg.run.out, "checkpoint.pt")
+    model = common.load_model(checkpoint, cfg, device, "prune.checkpoint")
+    dataset = common.dataset_from_config(cfg, device)
+    common.check_classes(model, dataset.num_classes, checkpoint, cfg.data.name)
     x_eval, y_eval = _eval_split(cfg, dataset)
-    baseline = accuracy(model, x_eval, y_eval, batch_size=P.eval_batch_size, loss=cfg.train.loss)
+    baseline = common.accuracy(model, x_eval, y_eval, batch_size=P.eval_batch_size, loss=cfg.train.loss)
     spec = sensitivity_spec(cfg, model, baseline, tuple(dataset.input_shape))
     needs_images = any(is_activation_criterion(c) for c in spec.criteria)
-    ctx = SensitivityContext(model, spec, x_eval, y_eval, dataset, cfg, activation_images(cfg, dataset) if needs_images else None)
-    final = resolve_path(P.sensitivity, cfg.run.out, "sensitivity.h5")
+    images = common.activation_images(cfg, dataset) if needs_images else None
+    ctx = SensitivityContext(model, spec, x_eval, y_eval, dataset, cfg, images)
+    final = common.resolve_path(P.sensitivity, cfg.run.out, "sensitivity.h5")
     output = open_output(
-        backend, final, lambda path, attrs: SensitivityWriter(path, spec, overwrite=overwrite, extra_attrs=attrs, scope=scope(cfg))
+        backend, final,
+        lambda path, attrs: SensitivityWriter(path, spec, overwrite=overwrite, extra_attrs=attrs, scope=scope(cfg)),
     )
     pending = set(int(k) for k in output.pending)
     job = Job(

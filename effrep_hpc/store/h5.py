@@ -169,7 +169,7 @@ class WriterLock:
             self.path.unlink(missing_ok=True)
             self.held = False
 
-    def __enter__(self) -> "WriterLock":
+    def __enter__(self) -> WriterLock:
         self.acquire()
         return self
 
@@ -304,7 +304,7 @@ class ResumableWriter:
             self.file = None
         self.lock.release()
 
-    def __enter__(self) -> "ResumableWriter":
+    def __enter__(self) -> ResumableWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:

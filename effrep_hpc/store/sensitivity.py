@@ -24,12 +24,20 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import h5py
 import numpy as np
 
-from effrep_hpc.store.h5 import ResumableWriter, check_shards, atomic_create, open_readonly, preallocate, provenance, read_attr, set_attrs
+from effrep_hpc.store.h5 import (
+    ResumableWriter,
+    atomic_create,
+    open_readonly,
+    preallocate,
+    provenance,
+    read_attr,
+    set_attrs,
+)
 
 SCHEMA_VERSION = 1
 KIND = "sensitivity"

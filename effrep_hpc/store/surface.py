@@ -15,7 +15,15 @@ from typing import Any, Optional
 import h5py
 import numpy as np
 
-from effrep_hpc.store.h5 import ResumableWriter, check_shards, atomic_create, open_readonly, preallocate, provenance, read_attr, set_attrs
+from effrep_hpc.store.h5 import (
+    ResumableWriter,
+    atomic_create,
+    open_readonly,
+    preallocate,
+    provenance,
+    read_attr,
+    set_attrs,
+)
 
 SCHEMA_VERSION = 1
 KIND = "surface"
@@ -186,7 +194,8 @@ def spec_from_file(f: h5py.File) -> SurfaceSpec:
     if "directions" in f:
         for axis in f["directions"]:
             directions[axis] = {n: f["directions"][axis][n][()] for n in f["directions"][axis]}
-    skip = {"kind", "schema_version", "ndim", "axes", "model_hash", "directions_hash", "metrics", "config", "created", "effrep_version", "shard_task", "shard_count"}
+    skip = {"kind", "schema_version", "ndim", "axes", "model_hash", "directions_hash", "metrics", "config", "created",
+            "effrep_version", "shard_task", "shard_count"}
     return SurfaceSpec(
         x=f["xcoordinates"][()],
         y=f["ycoordinates"][()] if "ycoordinates" in f else None,

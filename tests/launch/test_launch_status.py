@@ -11,8 +11,8 @@ import pytest
 from effrep_hpc.cli import main
 from effrep_hpc.launch.status import collect, surface_status
 from effrep_hpc.store.curves import MetricsFile
-from effrep_hpc.store.surface import SurfaceSpec, SurfaceWriter, merge_shards
 from effrep_hpc.store.shards import shard_path
+from effrep_hpc.store.surface import SurfaceSpec, SurfaceWriter, merge_shards
 
 
 def spec() -> SurfaceSpec:

@@ -20,8 +20,7 @@ from effrep_hpc.data import load_dataset
 from effrep_hpc.landscape.evaluate import subset
 from effrep_hpc.runners.landscape import load_model
 from effrep_hpc.runners.train import run_train
-from effrep_hpc.store.checkpoint import save_checkpoint
-from effrep_hpc.store.surface import SurfaceWriter, read_surface
+from effrep_hpc.store.surface import read_surface
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "configs/demo/digits.yaml"

@@ -17,7 +17,8 @@ from effrep_hpc.config import ResumeMismatch, load_config
 from effrep_hpc.data import load_dataset
 from effrep_hpc.models import count_flops_params, create_model
 from effrep_hpc.prune import prune_by_ratios, select_filters
-from effrep_hpc.runners.prune import load_source_model, run_prune, run_scratch
+from effrep_hpc.runners.common import load_model
+from effrep_hpc.runners.prune import run_prune, run_scratch
 from effrep_hpc.runners.sensitivity import run_sensitivity
 from effrep_hpc.runners.train import run_train
 from effrep_hpc.store.checkpoint import load_checkpoint
@@ -60,7 +61,7 @@ def test_sensitivity_cells_hold_the_accuracy_of_the_model_with_that_layer_pruned
     data = read_sensitivity(path)
     assert data["done"].all() and data["acc"].shape == (2, 3, 3)
     assert data["layers"] == ["features.0", "features.7"] and data["layer_ids"].tolist() == [1, 6]
-    model = load_source_model(trained / "checkpoint.pt", config(trained), torch.device("cpu"))
+    model = load_model(trained / "checkpoint.pt", config(trained), torch.device("cpu"))
     assert data["attrs"]["baseline_acc"] == pytest.approx(accuracy_of(model))
     for layer, ratio, crit in [(0, 1, 0), (1, 2, 1), (1, 0, 2)]:
         pruned, keep = prune_by_ratios(
@@ -132,7 +133,7 @@ def test_prune_and_retrain_writes_a_smaller_model_metrics_and_a_summary(trained:
     assert rows["pruned"]["speedup"] > 0 and rows["_meta"]["batch_size"] == 32
     pruned_state = load_checkpoint(out.pruned)  # weights_only: arch + tensors, no pickled modules
     assert pruned_state["arch"]["widths"] == [8, 16, 32, 16, 64, 48]
-    source = load_source_model(trained / "checkpoint.pt", cfg, torch.device("cpu"))
+    source = load_model(trained / "checkpoint.pt", cfg, torch.device("cpu"))
     expected = select_filters(source, {"features.0": 8, "features.4": 16, "features.7": 48})
     assert {k: v.tolist() for k, v in pruned_state["keep"].items()} == {k: v.tolist() for k, v in expected.items()}
     model = create_model(pruned_state["arch_name"], **pruned_state["arch"])

@@ -13,8 +13,8 @@ import pytest
 import effrep_hpc.runners.landscape as landscape_runner
 from effrep_hpc.config import load_config
 from effrep_hpc.runners.landscape import run_landscape
-from effrep_hpc.runners.sensitivity import run_sensitivity
 from effrep_hpc.runners.quant_sweep import expand_sweep
+from effrep_hpc.runners.sensitivity import run_sensitivity
 from effrep_hpc.runners.train import run_train
 from effrep_hpc.store.h5 import open_readonly
 from effrep_hpc.store.sweep import prepare_sweep
