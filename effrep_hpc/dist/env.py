@@ -96,6 +96,15 @@ def torch_rank_and_size(env: Mapping[str, str] | None = None) -> tuple[int, int]
     return rank, size
 
 
+def slurm_job_id(env: Mapping[str, str] | None = None) -> str | None:
+    """This process's SLURM job, stable across requeues: ``<array job>_<task>`` for an array task, else SLURM_JOB_ID."""
+    env = _environ(env)
+    array_job, task = env.get("SLURM_ARRAY_JOB_ID"), env_int(env, "SLURM_ARRAY_TASK_ID")
+    if array_job and task is not None:
+        return f"{array_job}_{task}"
+    return env.get("SLURM_JOB_ID") or None
+
+
 def array_task(env: Mapping[str, str] | None = None) -> tuple[int, int]:
     """(task index 0..N-1, N) of this SLURM array task, from SLURM_ARRAY_TASK_* variables."""
     env = _environ(env)

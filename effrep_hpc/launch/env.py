@@ -12,7 +12,7 @@ import socket
 from dataclasses import dataclass
 from typing import Mapping, Optional
 
-from effrep_hpc.dist.env import env_int
+from effrep_hpc.dist.env import env_int, slurm_job_id
 
 # Ports above the usual ephemeral ranges' start and below 32768, spread by job id so two jobs that
 # share a node (e.g. two array tasks) do not pick the same rendezvous port.
@@ -90,14 +90,11 @@ def _from_slurm(env: Mapping[str, str]) -> JobEnv:
         from submitit.slurm.slurm import _parse_node_list  # the one node-list parser we trust
 
         hosts = tuple(_parse_node_list(nodelist))
-    array_job = env.get("SLURM_ARRAY_JOB_ID")
-    array_task = env_int(env, "SLURM_ARRAY_TASK_ID")
-    job_id = f"{array_job}_{array_task}" if array_job and array_task is not None else env.get("SLURM_JOB_ID")
     return JobEnv(
         scheduler="slurm",
-        job_id=job_id,
-        array_job_id=array_job,
-        array_task_id=array_task,
+        job_id=slurm_job_id(env),
+        array_job_id=env.get("SLURM_ARRAY_JOB_ID"),
+        array_task_id=env_int(env, "SLURM_ARRAY_TASK_ID"),
         rank=env_int(env, "SLURM_PROCID") or 0,
         local_rank=env_int(env, "SLURM_LOCALID") or 0,
         world_size=env_int(env, "SLURM_NTASKS") or 1,

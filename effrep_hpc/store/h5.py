@@ -27,6 +27,8 @@ import numpy as np
 
 from effrep_hpc import __version__
 from effrep_hpc.config.identity import Scope, identity_differences
+from effrep_hpc.dist.env import slurm_job_id
+from effrep_hpc.store.atomic import atomic_write
 
 
 class FileBusyError(RuntimeError):
@@ -69,16 +71,8 @@ def read_attr(obj: h5py.HLObject, key: str, default: Any = None) -> Any:
 @contextlib.contextmanager
 def atomic_create(path: str | Path) -> Iterator[h5py.File]:
     """Create an HDF5 file under a temporary name and rename it to ``path`` only when complete."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with h5py.File(tmp, "w") as f:
-            yield f
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_write(path) as tmp, h5py.File(tmp, "w") as f:
+        yield f
 
 
 def preallocate(group: h5py.Group, name: str, shape: tuple[int, ...], dtype: Any, fill: Any) -> h5py.Dataset:
@@ -97,14 +91,6 @@ def sha256_arrays(arrays: list[tuple[str, np.ndarray]]) -> str:
         h.update(str(arr.dtype).encode())
         h.update(arr.tobytes())
     return h.hexdigest()
-
-
-def _slurm_job_id() -> str | None:
-    """This process's SLURM job (array jobs: ``<array job>_<task>``), stable across requeues."""
-    array_job, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
-    if array_job and task:
-        return f"{array_job}_{task}"
-    return os.environ.get("SLURM_JOB_ID")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -135,7 +121,7 @@ class WriterLock:
         me = {
             "host": socket.gethostname(),
             "pid": os.getpid(),
-            "slurm_job": _slurm_job_id(),
+            "slurm_job": slurm_job_id(),
         }
         self.path.parent.mkdir(parents=True, exist_ok=True)
         for _ in range(2):
