@@ -69,9 +69,7 @@ def eval_data(cfg: Config, dataset: Any) -> EvalData:
     x_train, y_train = dataset.x_train, dataset.y_train
     if L.train_size is not None:
         x_train, y_train = subset(x_train, y_train, L.train_size, cfg.data.seed)
-    if L.test:
-        return EvalData(x_train, y_train, dataset.x_test, dataset.y_test)
-    return EvalData(x_train, y_train)
+    return EvalData(x_train, y_train, *((dataset.x_test, dataset.y_test) if L.test else ()))
 
 
 def _numpy(d: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:

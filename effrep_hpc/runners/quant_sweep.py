@@ -78,11 +78,10 @@ def run_quant_sweep(cfg: Config, *, overwrite: bool = False, retry_failed: bool 
             first = record.error.strip().splitlines()[0] if record.error.strip() else "unknown error"
             print(f"warning: {plan[index][0].name} failed: {first}", file=sys.stderr, flush=True)
 
-    owned = backend.owned(len(plan))
-    todo = [i for i in owned if output.pending[i] not in skip]
     job = Job(
         "sweep", "run", range(len(plan)), compute, write, todo=lambda i: i if output.pending[i] not in skip else None,
         verb="trained",
-        tail=lambda: f": {counts['done']} done, {counts['failed']} failed; {len(owned) - len(todo)} already done or failed",
+        tail=lambda: f": {counts['done']} done, {counts['failed']} failed; "
+                     f"{sum(output.pending[i] in skip for i in backend.owned(len(plan)))} already done or failed",
     )
     return run_job(backend, job, output, show_progress=cfg.run.progress)

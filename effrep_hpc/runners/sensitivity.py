@@ -29,11 +29,6 @@ from effrep_hpc.runners.driver import Job, backend_for, open_output, run_job
 from effrep_hpc.store.sensitivity import SensitivitySpec, SensitivityWriter
 
 
-def scope(cfg: Config) -> Scope:
-    """What decides a cell: data, the scan's prune keys, the eval loss, and the whole train section when cells retrain."""
-    return Scope("sensitivity", ("data", "prune", "train" if cfg.prune.sensitivity_retrain_epochs > 0 else "train.loss"))
-
-
 @dataclass
 class SensitivityContext:
     """What every rank needs to evaluate a cell: the model, the data and the scan's axes."""
@@ -123,9 +118,11 @@ def run_sensitivity(cfg: Config, *, overwrite: bool = False) -> Optional[Path]:
     images = common.activation_images(cfg, dataset) if needs_images else None
     ctx = SensitivityContext(model, spec, x_eval, y_eval, dataset, cfg, images)
     final = common.resolve_path(P.sensitivity, cfg.run.out, "sensitivity.h5")
+    # A cell is decided by the data, the scan's prune keys, the loss, and the train section when cells retrain.
+    scope = Scope("sensitivity", ("data", "prune", "train" if P.sensitivity_retrain_epochs > 0 else "train.loss"))
     output = open_output(
         backend, final,
-        lambda path, attrs: SensitivityWriter(path, spec, overwrite=overwrite, extra_attrs=attrs, scope=scope(cfg)),
+        lambda path, attrs: SensitivityWriter(path, spec, overwrite=overwrite, extra_attrs=attrs, scope=scope),
     )
     pending = set(int(k) for k in output.pending)
     job = Job(

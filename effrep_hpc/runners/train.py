@@ -99,12 +99,13 @@ class TrainingRun(TrainingFiles):
                          keep_every=cfg.train.keep_every, **files)
         self.cfg, self.resumed_from = cfg, 0
         self.generator = torch.Generator().manual_seed(cfg.train.seed)
-        self.bar = progress(epochs, desc or "", enabled=bool(desc) and self.writer and cfg.run.progress, unit="epoch",
-                            initial=len(self.curves))
+        self.desc, self.total = desc, epochs
+        self.bar: Any = None  # created when training starts, so its rate and ETA leave data loading out
 
     def close(self) -> None:
         """Close the bar and the files."""
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
         super().close()
 
     def fit(
@@ -119,6 +120,9 @@ class TrainingRun(TrainingFiles):
         """
         t, device = self.cfg.train, dataset.x_train.device
         start = self.resumed_from = self.restore(model, optimizer, scheduler, self.generator)
+        if self.bar is None:
+            enabled = bool(self.desc) and bool(self.writer) and self.cfg.run.progress
+            self.bar = progress(self.total, self.desc or "", enabled=enabled, unit="epoch", initial=len(self.curves))
         net, rank, world, reduce = _ddp(model, device) if ddp else (model, 0, 1, None)
         if start == 0:
             self.snapshot(model, 0)
