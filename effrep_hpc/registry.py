@@ -13,13 +13,16 @@ def close_names(name: str, choices: list[str], n: int = 3) -> list[str]:
     return difflib.get_close_matches(name, choices, n=n, cutoff=0.5)
 
 
+def did_you_mean(name: str, choices: list[str], *, n: int = 3, prefix: str = "", quote: bool = True) -> str:
+    """``"; did you mean 'a' or 'b'?"`` for the entries of ``choices`` close to ``name``, or ``""`` if none is."""
+    close = close_names(name, choices, n=n)
+    shown = [repr(prefix + c) if quote else prefix + c for c in close]
+    return f"; did you mean {' or '.join(shown)}?" if close else ""
+
+
 def unknown_name_message(kind: str, name: str, choices: list[str]) -> str:
     """Format the error for an unknown ``name`` of ``kind``, naming close matches and all choices."""
-    msg = f"unknown {kind} {name!r}"
-    close = close_names(name, choices)
-    if close:
-        msg += f"; did you mean {' or '.join(repr(c) for c in close)}?"
-    return msg + f" (valid: {', '.join(sorted(choices))})"
+    return f"unknown {kind} {name!r}{did_you_mean(name, choices)} (valid: {', '.join(sorted(choices))})"
 
 
 class Registry(Generic[T]):

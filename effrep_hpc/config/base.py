@@ -17,7 +17,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 
-from effrep_hpc.registry import close_names
+from effrep_hpc.registry import did_you_mean
 
 
 class _Loader(yaml.SafeLoader):
@@ -110,8 +110,7 @@ def _convert(value: Any, tp: Any, key: str, problems: list[str]) -> Any:
     if origin is Literal:
         choices = get_args(tp)
         if value not in choices:
-            close = close_names(str(value), [str(c) for c in choices])
-            hint = f"; did you mean {close[0]!r}?" if close else ""
+            hint = did_you_mean(str(value), [str(c) for c in choices], n=1)
             problems.append(f"{key}: invalid value {value!r}{hint} (valid: {', '.join(map(str, choices))})")
             return choices[0]
         return value
@@ -159,8 +158,7 @@ def _build(cls: type, data: dict[str, Any], prefix: str, problems: list[str]) ->
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         if key not in names:
-            close = close_names(str(key), names)
-            hint = f"; did you mean {prefix}{close[0]}?" if close else ""
+            hint = did_you_mean(str(key), names, n=1, prefix=prefix, quote=False)
             problems.append(f"{prefix}{key}: unknown key{hint} (valid keys: {', '.join(names)})")
             continue
         kwargs[key] = _convert(value, hints[key], prefix + key, problems)

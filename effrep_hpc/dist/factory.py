@@ -7,7 +7,7 @@ from typing import Any, Mapping
 
 from effrep_hpc.dist import env as envmod
 from effrep_hpc.dist.base import Backend
-from effrep_hpc.registry import close_names, unknown_name_message
+from effrep_hpc.registry import did_you_mean, unknown_name_message
 
 KINDS = ("auto", "serial", "mpi", "torch", "array")
 # 'array' is never chosen automatically: an array task looks like a plain serial process.
@@ -47,8 +47,8 @@ def _check_options(kind: str, given: Mapping[str, Any], valid: list[str]) -> Non
         return
     hints = []
     for name in unknown:
-        close = close_names(name, valid)
-        hints.append(f"{name!r}" + (f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""))
+        hint = did_you_mean(name, valid)
+        hints.append(f"{name!r}" + (f" ({hint[2:]})" if hint else ""))
     raise ValueError(
         f"unknown option(s) for the {kind!r} backend: {', '.join(hints)} "
         f"(valid: {', '.join(sorted(valid)) or 'none'})"

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from effrep_hpc.config import Config, ConfigError, LaunchConfig, from_dict, merge_overrides, yaml_load
-from effrep_hpc.registry import close_names
+from effrep_hpc.registry import did_you_mean
 
 PRESET_DIR = Path("configs") / "clusters"
 
@@ -44,8 +44,7 @@ def find_preset(name: str) -> Path:
         if path.is_file():
             return path
     names = preset_names()
-    close = close_names(name, names)
-    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    hint = did_you_mean(name, names)
     raise ConfigError(
         [f"launch.cluster: unknown cluster preset {name!r}{hint} (valid: {', '.join(names) or 'none found'}; "
          f"presets are YAML files in {PRESET_DIR}/)"]

@@ -23,7 +23,7 @@ from typing import Any, Mapping
 from torch import nn
 
 from effrep_hpc.models.layers import ConvBN, LayerIO, Slot, ZooModel
-from effrep_hpc.registry import close_names
+from effrep_hpc.registry import did_you_mean
 
 
 @dataclass(frozen=True)
@@ -142,8 +142,7 @@ def resolve_layer(model: nn.Module, groups: list[PruneGroup], key: Any) -> Prune
         if text == g.name or text in g.writers:
             return g
     names = [g.name for g in groups]
-    close = close_names(text, names)
-    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    hint = did_you_mean(text, names)
     if text in ids:
         raise ValueError(
             f"layer {text!r} of {model.arch_name} cannot be pruned: its output width is tied to the residual "
