@@ -14,6 +14,8 @@ import argparse
 import sys
 from typing import Any, Optional
 
+from effrep_hpc.errors import UserError
+
 EPILOG_CONFIG = """\
 CONFIG is a YAML file (see configs/); each following key=value overrides one entry, e.g.
   train.lr=0.05 data.name=mnist1d model.name=mnist1d_net run.out=runs/m1d
@@ -41,10 +43,6 @@ GROUPS = {
         "Adam (fp-adam, bc-adam, sr-adam, r-adam) step; k-bit fixed-point grids with a per-layer resolution.",
     ),
 }
-
-
-class UserError(Exception):
-    """An error in what the user asked for: reported without a traceback, exit code 2."""
 
 
 class FlexibleParser(argparse.ArgumentParser):
