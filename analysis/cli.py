@@ -47,7 +47,7 @@ import importlib
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from analysis.surface import Surface, SurfaceError, load_surface
 
@@ -257,12 +257,20 @@ def _height(p: argparse.ArgumentParser) -> None:
 PLUGIN_MODULES = ("analysis.sensitivity", "analysis.quant")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Usage errors as one ``error: ...`` line (exit 2) that points to --help, instead of the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print the problem on one line and exit 2."""
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     """The argparse parser for all commands (exposed so `effrep analyze` can embed the same help)."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog=prog or "python -m analysis", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
 
     def command(
         name: str, summary: str, description: str, run: Callable[[argparse.Namespace], Iterator[Path]]
@@ -379,9 +387,9 @@ def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:
     except SurfaceError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except OSError as exc:
+    except OSError as exc:  # unreadable, foreign or unwritable files: the user's to fix
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return 2
     return 0
 
 

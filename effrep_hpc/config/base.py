@@ -49,8 +49,8 @@ class ConfigError(ValueError):
 
     def __init__(self, problems: list[str]) -> None:
         self.problems = list(problems)
-        lines = "\n".join(f"  - {p}" for p in self.problems)
-        super().__init__(f"invalid config ({len(self.problems)} problem(s)):\n{lines}")
+        # One line, so that a job's log shows it whole next to the rank that printed it.
+        super().__init__("invalid config: " + "; ".join(p.replace("\n", " ") for p in self.problems))
 
 
 def result(
