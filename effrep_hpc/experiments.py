@@ -7,7 +7,7 @@ it splits into SLURM array tasks (``split``), how many work items it has, and ho
 
 Adding an experiment is: its math module, a short runner, one entry in ``EXPERIMENTS`` below, tests and
 docs. No shared dispatch code changes: the CLI builds one subcommand per entry, `effrep submit` plans
-arrays from ``split``/``size``/``output``, and `effrep merge`/`status` dispatch on ``kind``.
+arrays from ``split``/``size``/``output``, and `effrep merge`/`repair`/`status` dispatch on ``kind``.
 """
 
 from __future__ import annotations
@@ -54,9 +54,10 @@ class Experiment:
     split: Optional[Split] = None  # how `effrep submit` shares it out; None: not submittable
     size: Optional[Callable[[Any], int]] = None  # cfg -> number of work items (no more array tasks than that)
     merge: Optional[str] = None  # "module:function(shards, output, *, overwrite) -> (path, done, total)"
+    repair: Optional[str] = None  # "module:function(path) -> (flat indices cleared, total)": `effrep repair`
 
     def load(self, what: str = "runner") -> Callable[..., Any]:
-        """Import this experiment's ``runner``, ``show`` or ``merge`` function."""
+        """Import this experiment's ``runner``, ``show``, ``merge`` or ``repair`` function."""
         module, _, name = str(getattr(self, what)).partition(":")
         function: Callable[..., Any] = getattr(importlib.import_module(module), name)
         return function
@@ -122,6 +123,7 @@ register(Experiment(
     overwrite_help="start the surface file over instead of resuming it",
     output=lambda cfg: _path(cfg.landscape.surface, cfg.run.out, "surface.h5"), kind="surface", unit="points",
     split="shards", size=_grid_points, merge="effrep_hpc.store.surface:merge_shards",
+    repair="effrep_hpc.store.surface:repair_surface",
 ))
 register(Experiment(
     "sensitivity", ("prune", "sensitivity"), "Accuracy with each layer pruned alone, per ratio and criterion (HDF5).",
@@ -137,6 +139,7 @@ register(Experiment(
     overwrite_help="start the file over instead of resuming it",
     output=lambda cfg: _path(cfg.prune.sensitivity, cfg.run.out, "sensitivity.h5"), kind="sensitivity", unit="cells",
     split="shards", merge="effrep_hpc.store.sensitivity:merge_sensitivity_shards",
+    repair="effrep_hpc.store.sensitivity:repair_sensitivity",
 ))
 register(Experiment(
     "prune-apply", ("prune", "apply"), "Prune a trained checkpoint by a preset or per-layer ratios (no retraining).",

@@ -4,17 +4,25 @@ Experiments come from :mod:`effrep_hpc.experiments` (:mod:`.experiments` builds 
 from :mod:`.tools` (models, prune flops/layers/presets, quant markov/export) and :mod:`.cluster` (submit,
 status, merge). Torch and the runners load inside the command functions, so `effrep --help` stays fast.
 
-Exit codes: 0 success, 2 a config or input problem (nothing was created or overwritten), 1 a failure
-while running. Under MPI an error on one rank aborts the whole job instead of leaving the others hung.
+:func:`main` is the one error boundary. Known failures (bad config or input, missing, foreign or
+unwritable files, a full disk, a busy output, a missing device; see :func:`effrep_hpc.errors.describe`)
+print one ``error: ...`` line and exit 2 (or the error's own ``exit_code``, e.g. 3 for a diverged run);
+anything else is a bug and keeps its traceback (exit 1).
+
+Under MPI no rank is left waiting: every rank first reports whether its arguments and config loaded
+(one allgather over COMM_WORLD, before any backend exists), and runners do the same for their own
+setup; a failure found so ends every rank cleanly with the same exit code, the message printed once
+and no MPI_Abort. A failure on one rank later (in the middle of the work) aborts the whole job.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any, Optional
+import traceback
+from typing import Any, NoReturn, Optional
 
-from effrep_hpc.errors import UserError
+from effrep_hpc.errors import JobError, UserError, describe
 
 EPILOG_CONFIG = """\
 CONFIG is a YAML file (see configs/); each following key=value overrides one entry, e.g.
@@ -52,6 +60,10 @@ class FlexibleParser(argparse.ArgumentParser):
     """
 
     _intermixing = False
+
+    def error(self, message: str) -> NoReturn:
+        """A usage error is a user error: one line through the CLI's boundary (printed once per job), exit 2."""
+        raise UserError(f"{message} (see `{self.prog} --help`)")
 
     def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
         """Parse positionals and options in any order where argparse allows it."""
@@ -101,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     from effrep_hpc import __version__
     from effrep_hpc.cli import cluster, experiments, tools
 
-    parser = argparse.ArgumentParser(
+    parser = FlexibleParser(
         prog="effrep",
         description="Filter pruning, quantized training and loss landscapes, serial or on MPI/SLURM clusters.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -128,11 +140,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `effrep` console script."""
-    from effrep_hpc.config import ConfigError
+def prepare(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """Parse ``argv`` and load the config of an experiment command (``args.loaded_config``); what each rank checks first."""
+    args = parser.parse_args(argv)
+    if getattr(args, "prepare", None) is not None:
+        args.loaded_config = args.prepare(args)
+    return args
+
+
+def report(exc: JobError) -> None:
+    """Print a job's failure on the rank that reports it: one line, or the traceback when it was a bug."""
+    if not exc.print_here:
+        return
+    cause = exc.__cause__
+    if cause is not None and not isinstance(cause, SystemExit) and describe(cause, user_errors()) is None:
+        traceback.print_exception(type(cause), cause, cause.__traceback__)
+    elif str(exc):
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Exception types the user can fix besides :data:`effrep_hpc.errors.USER_FAILURES`."""
     from effrep_hpc.store.h5 import FileBusyError
 
+    return (FileBusyError,)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `effrep` console script, and the one error boundary (see the module docstring)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["analyze"]:
         # Everything after `analyze` belongs to the analysis package's own parser (its --help too).
@@ -140,31 +175,43 @@ def main(argv: list[str] | None = None) -> int:
 
         return int(analysis_main(argv[1:], prog="effrep analyze") or 0)
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "command", None):
-        parser.print_help()
-        return 2
-    from effrep_hpc.dist.mpi import abort_job, abort_on_error
+    from effrep_hpc.dist.base import guarded
+    from effrep_hpc.dist.mpi import abort_job, abort_on_error, finalize, launched_world, world_allgather, world_rank
 
+    # MPI_Finalize (so that `python -m mpi4py` does not turn an exit code into MPI_Abort) only where every rank
+    # ends alike: after a JobError, or in a process alone. Elsewhere a failing rank aborts the job.
+    alone = launched_world() is None
     # A bug (any exception not handled below) on one MPI rank ends the whole job, even without -m mpi4py.
     with abort_on_error():
         try:
-            return int(args.func(args) or 0)
-        except (ConfigError, UserError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            abort_job(2)
-            return 2
+            with guarded(world_allgather, world_rank()):  # every rank's arguments and config, before any waiting
+                args = prepare(parser, argv)
+            if not getattr(args, "command", None):
+                parser.print_help()
+            code = int(args.func(args) or 0) if getattr(args, "command", None) else 2
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             abort_job(130)
             return 130
-        except (ValueError, KeyError, FileNotFoundError, FileExistsError, FileBusyError) as exc:
-            # Problems with the user's inputs or files; anything else is a bug and keeps its traceback.
-            message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-            print(f"error: {message}", file=sys.stderr)
-            code = 1 if isinstance(exc, FileBusyError) else 2
-            abort_job(code)
-            return code
+        except SystemExit:  # e.g. argparse's usage error in a process alone; it printed already
+            if alone:
+                finalize()
+            raise
+        except JobError as exc:  # raised on every rank together: end cleanly, report once
+            report(exc)
+            finalize()
+            return exc.exit_code
+        except Exception as exc:
+            known = describe(exc, user_errors())
+            if known is None:
+                raise  # a bug: its traceback, and (under MPI) the end of the whole job
+            print(f"error: {known[1]}", file=sys.stderr, flush=True)
+            abort_job(known[0])  # only this rank knows: end the others (no-op without several MPI ranks)
+            finalize()
+            return known[0]
+    if code and alone:
+        finalize()
+    return code
 
 
 if __name__ == "__main__":

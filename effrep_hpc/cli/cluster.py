@@ -1,5 +1,6 @@
-"""`effrep submit` (SLURM arrays and jobs through submitit), `effrep status` (progress read from the HDF5 files) and
-`effrep merge` (array-task shards into one file, dispatched on the shards' kind through the experiment registry)."""
+"""`effrep submit` (SLURM arrays and jobs through submitit), `effrep status` (progress read from the HDF5 files),
+`effrep merge` (array-task shards into one file) and `effrep repair` (clear entries that fail their checksums),
+the last two dispatched on the file's kind through the experiment registry."""
 
 from __future__ import annotations
 
@@ -117,8 +118,29 @@ def cmd_merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_repair(args: argparse.Namespace) -> int:
+    """Clear the done entries of a surface or sensitivity file that fail their checksums, so a resume recomputes them."""
+    from effrep_hpc.errors import UserError
+    from effrep_hpc.experiments import by_kind
+    from effrep_hpc.store.h5 import index_ranges, open_readonly, read_attr
+
+    path = Path(args.file)
+    with open_readonly(path) as f:
+        kind = read_attr(f, "kind")
+    exp = by_kind(kind)
+    if exp is None or exp.repair is None:
+        raise UserError(f"{path} is a {kind!r} file; effrep repair works on surface and sensitivity files")
+    cleared, total = exp.load("repair")(path)
+    if not len(cleared):
+        print(f"{path}: no damaged {exp.unit} (every done one matches its checksum); nothing to repair")
+        return 0
+    print(f"cleared {len(cleared)} of {total} {exp.unit} that failed their checksums: {exp.unit} {index_ranges(cleared)}")
+    print(f"run the same {exp.name} command again to recompute just those; {exp.kind}: {path}")
+    return 0
+
+
 def add_commands(sub: Any) -> None:
-    """Add `submit`, `status` and `merge` to the `effrep` parser."""
+    """Add `submit`, `status`, `merge` and `repair` to the `effrep` parser."""
     _add_submit(sub).set_defaults(func=cmd_submit)
     p = sub.add_parser(
         "status",
@@ -139,6 +161,14 @@ def add_commands(sub: Any) -> None:
     p.add_argument("-o", "--output", required=True, help="the file to write")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.set_defaults(func=cmd_merge)
+    p = sub.add_parser(
+        "repair", help="Clear the points (cells) of a surface or sensitivity file that fail their checksums.",
+        description="Verify every done point (cell) of FILE against the checksum written with it, and clear the "
+        "ones that fail (done flag off, values NaN), so that running the same command again recomputes exactly "
+        "those. A file whose stored directions are damaged cannot be repaired: start it over with --overwrite.",
+    )
+    p.add_argument("file", help="a surface, sensitivity or shard file")
+    p.set_defaults(func=cmd_repair)
 
 
 def _add_submit(sub: Any) -> argparse.ArgumentParser:

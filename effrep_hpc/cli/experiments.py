@@ -12,7 +12,7 @@ def run_experiment(exp: Experiment, args: argparse.Namespace) -> int:
     """Load the config, run the experiment's runner, print what its ``show`` makes of the result."""
     from effrep_hpc.cli import load_args
 
-    cfg = load_args(args)
+    cfg = getattr(args, "loaded_config", None) or load_args(args)  # main loads it before the launch handshake
     result = exp.load("runner")(cfg, overwrite=args.overwrite, **{f.dest: getattr(args, f.dest) for f in exp.flags})
     if exp.show is not None and result is not None:
         text = exp.load("show")(result, cfg)
@@ -23,7 +23,7 @@ def run_experiment(exp: Experiment, args: argparse.Namespace) -> int:
 
 def add_commands(sub: Any, group: Callable[[str], Any]) -> None:
     """Add every registered experiment to the parser (under its group for two-word commands)."""
-    from effrep_hpc.cli import EPILOG_CONFIG, config_keys_help
+    from effrep_hpc.cli import EPILOG_CONFIG, config_keys_help, load_args
 
     for name in EXPERIMENTS:
         exp = EXPERIMENTS.get(name)
@@ -36,4 +36,4 @@ def add_commands(sub: Any, group: Callable[[str], Any]) -> None:
         p.add_argument("--overwrite", action="store_true", help=exp.overwrite_help)
         for flag in exp.flags:
             p.add_argument(flag.name, action="store_true", help=flag.help)
-        p.set_defaults(func=lambda args, exp=exp: run_experiment(exp, args))
+        p.set_defaults(func=lambda args, exp=exp: run_experiment(exp, args), prepare=load_args)

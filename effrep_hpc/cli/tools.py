@@ -105,6 +105,9 @@ def cmd_layers(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
+    if not rows:
+        print(f"{args.model} has no prunable conv layers (filter pruning removes conv filters)")
+        return 0
     print(f"{'layer':<18} {'paper ids':<14} {'width':>6} {'FLOPs %':>8}  scored by")
     for r in rows:
         ids = ",".join(str(i) for i in r["paper_ids"])  # type: ignore[attr-defined]

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 from typing import Mapping
+
+from effrep_hpc.errors import JobError
 
 # Launchers name the world size differently: Open MPI, MPICH/Intel MPI hydra and Slurm's PMI/PMI2
 # (PMI_SIZE), MVAPICH. PMIx (srun --mpi=pmix, prterun) sets no standard size variable.
@@ -25,6 +28,14 @@ LOCAL_RANK_VARS = (
     "MV2_COMM_WORLD_LOCAL_RANK",
     "PALS_LOCAL_RANKID",
     "SLURM_LOCALID",
+)
+# How many ranks of this launch share this node: torchrun, Open MPI, MPICH hydra, MVAPICH, Cray PALS.
+LOCAL_SIZE_VARS = (
+    "LOCAL_WORLD_SIZE",
+    "OMPI_COMM_WORLD_LOCAL_SIZE",
+    "MPI_LOCALNRANKS",
+    "MV2_COMM_WORLD_LOCAL_SIZE",
+    "PALS_LOCAL_SIZE",
 )
 
 
@@ -51,6 +62,60 @@ def local_rank(env: Mapping[str, str] | None = None) -> int:
         if value is not None:
             return value
     return 0
+
+
+def local_size(env: Mapping[str, str] | None = None) -> int:
+    """How many ranks of this launch run on this node (1 if no launcher says); srun's per-node task list last."""
+    env = _environ(env)
+    for name in LOCAL_SIZE_VARS:
+        value = env_int(env, name)
+        if value is not None:
+            return max(1, value)
+    # srun: SLURM_STEP_TASKS_PER_NODE="2(x3),1" lists the tasks of every node of the step (not set in a batch script)
+    per_node: list[int] = []
+    for part in env.get("SLURM_STEP_TASKS_PER_NODE", "").split(","):
+        match = re.fullmatch(r"\s*(\d+)(?:\(x(\d+)\))?\s*", part)
+        if match:
+            per_node += [int(match.group(1))] * int(match.group(2) or 1)
+    node = env_int(env, "SLURM_NODEID") or 0
+    return max(1, per_node[node]) if 0 <= node < len(per_node) else 1
+
+
+def threads_per_rank(env: Mapping[str, str] | None = None, cores: int | None = None) -> tuple[int, str]:
+    """Torch threads for this rank when ``run.threads`` is 0, and why: OMP_NUM_THREADS if set, else
+    SLURM_CPUS_PER_TASK, else the cores this process may use (``cores``: its CPU affinity) over the
+    ranks of this launch on this node, so that P ranks on a node do not each start a thread per core."""
+    env = _environ(env)
+    for name in ("OMP_NUM_THREADS", "SLURM_CPUS_PER_TASK"):
+        value = env_int(env, name)
+        if value is not None and value > 0:
+            return value, f"{name}={value}"
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    ranks = local_size(env)
+    return max(1, cores // ranks), f"{cores} core(s) / {ranks} rank(s) on this node"
+
+
+def launch_rank_and_size(env: Mapping[str, str] | None = None) -> tuple[int, int]:
+    """(rank, number of processes) of this launch by MPI, torchrun or srun, from the environment; (0, 1) alone."""
+    env = _environ(env)
+    size = mpi_world_size(env) or torch_world_size(env)
+    if size > 1:
+        for name in (*MPI_RANK_VARS, "RANK"):
+            value = env_int(env, name)
+            if value is not None:
+                return value, size
+    tasks = slurm_step_tasks(env)
+    return (env_int(env, "SLURM_PROCID") or 0, tasks) if tasks > 1 else (0, 1)
+
+
+def slurm_step_tasks(env: Mapping[str, str] | None = None) -> int:
+    """Tasks of the srun step this process belongs to (1 outside a step: a batch script is not one)."""
+    env = _environ(env)
+    tasks = env_int(env, "SLURM_STEP_NUM_TASKS")
+    if tasks is None and (env.get("SLURM_STEP_ID") or env.get("SLURM_STEPID")):
+        tasks = env_int(env, "SLURM_NTASKS")
+    return tasks or 1
 
 
 def mpi_launched(env: Mapping[str, str] | None = None) -> bool:
@@ -152,7 +217,8 @@ def detect_kind(env: Mapping[str, str] | None = None, *, have_mpi4py: bool | Non
 
     Decided from the environment only: calling MPI_Init outside an MPI launcher can be slow or
     fail. When the launcher does not announce the size (PMIx), 'mpi' is chosen (harmless: with one
-    rank the MPI backend runs serially).
+    rank the MPI backend runs serially). Several srun tasks with neither MPI nor torch.distributed
+    variables are refused (JobError, reported by task 0): each would compute and write everything alone.
     """
     env = _environ(env)
     have_mpi4py = mpi4py_available() if have_mpi4py is None else have_mpi4py
@@ -162,10 +228,37 @@ def detect_kind(env: Mapping[str, str] | None = None, *, have_mpi4py: bool | Non
         return "mpi"
     if torch_world_size(env) > 1:
         return "torch"
+    # Falling back to serial would make every rank compute and write everything.
     if several_mpi_ranks and mpi_size is not None:
-        # Falling back to serial would make every rank compute and write everything.
-        raise RuntimeError(
+        rank = next((v for v in (env_int(env, n) for n in MPI_RANK_VARS) if v is not None), 0)
+        raise JobError(
             f"launched by an MPI launcher with {mpi_size} ranks but mpi4py is not installed; "
-            "pip install 'effrep-hpc[mpi]' or start a single process"
+            "pip install 'effrep-hpc[mpi]' or start a single process", print_here=rank == 0,
         )
+    check_step(env, "launch MPI ranks with `srun --mpi=pmi2 python -m mpi4py -m effrep_hpc.cli ...` (or `mpiexec "
+               "-n N python -m mpi4py -m effrep_hpc.cli ...`), or set dist.backend=torch with MASTER_ADDR and "
+               "MASTER_PORT exported (see slurm/README.md)")
     return "serial"
+
+
+def check_step(env: Mapping[str, str] | None = None, advice: str = "") -> None:
+    """Refuse (JobError, reported by task 0) an srun step of several tasks that no MPI or torch.distributed
+    variables tie together: each task would believe it is alone and compute and write everything."""
+    env = _environ(env)
+    tasks = slurm_step_tasks(env)
+    if tasks > 1 and not mpi_launched(env) and torch_world_size(env) <= 1:
+        raise JobError(
+            f"srun started {tasks} tasks but none has MPI or torch.distributed variables, so each would "
+            f"work alone on the same files; {advice}", print_here=(env_int(env, "SLURM_PROCID") or 0) == 0,
+        )
+
+
+def thread_choice(threads: int, env: Mapping[str, str] | None = None) -> tuple[int, str | None]:
+    """Torch threads for ``run.threads`` (0: :func:`threads_per_rank`), and the line rank 0 of a launch of several
+    ranks prints about a choice made for it (None elsewhere)."""
+    if threads > 0:
+        return threads, None
+    threads, why = threads_per_rank(env)
+    rank, size = launch_rank_and_size(env)
+    note = f"threads: {threads} per rank ({why}); set run.threads=N to choose" if size > 1 and rank == 0 else None
+    return threads, note

@@ -45,7 +45,13 @@ original exception; rank 0 raises :class:`WorkerError` naming that rank and item
 ``MPI_Abort`` and ends the whole job with a non-zero status. Launched as plain
 ``python script.py`` (or as a console script, which cannot take ``-m mpi4py``), a rank that dies
 can leave the others waiting for messages that never come; wrap the entry point in
-:func:`abort_on_error` to get the same behaviour there.
+:func:`abort_on_error` to get the same behaviour there. A rank killed outright (SIGKILL, a
+segfault) is noticed by the launcher (MPICH's hydra, ``srun --kill-on-bad-exit``), which ends the rest.
+
+MPI_Abort leaves MPICH's shared-memory segment in ``/dev/shm`` behind, so it is kept for failures on
+one rank (bugs, errors in the middle of the work). Failures every rank knows of, because the ranks
+agreed on them in a handshake (:func:`effrep_hpc.dist.base.guarded`, over :func:`world_allgather`
+before any backend exists), end with :func:`finalize` and a plain exit code instead.
 """
 
 from __future__ import annotations
@@ -58,6 +64,7 @@ import time
 import traceback
 from typing import Any, Callable, Iterable, Iterator
 
+from effrep_hpc.dist import env as envmod
 from effrep_hpc.dist.base import Backend, Compute, OnProgress, OnResult, WorkerError, run_serial
 
 _TAG_WORK = 101
@@ -78,6 +85,45 @@ _MAX_TRACEBACK_CHARS = 8000
 def _job_running() -> bool:
     MPI = sys.modules.get("mpi4py.MPI")  # never import it here: that would initialise MPI
     return MPI is not None and MPI.Is_initialized() and not MPI.Is_finalized() and MPI.COMM_WORLD.Get_size() > 1
+
+
+def launched_world() -> Any:
+    """COMM_WORLD when an MPI launcher started this process among several ranks (MPI is initialised if
+    needed), else None. Decided from the environment first: MPI_Init outside a launcher can be slow."""
+    MPI: Any = sys.modules.get("mpi4py.MPI")
+    if MPI is None or not MPI.Is_initialized():
+        size = envmod.mpi_world_size()
+        if not (envmod.mpi_launched() and (size is None or size > 1) and envmod.mpi4py_available()):
+            return None
+        from mpi4py import MPI  # initialises MPI, as creating the backend would next
+    if MPI.Is_finalized() or MPI.COMM_WORLD.Get_size() == 1:
+        return None
+    return MPI.COMM_WORLD
+
+
+def world_allgather(obj: object) -> list[object]:
+    """Every rank's ``obj`` over COMM_WORLD of an MPI launch with several ranks; ``[obj]`` otherwise."""
+    world = launched_world()
+    return [obj] if world is None else world.allgather(obj)
+
+
+def world_rank() -> int:
+    """This process's rank in COMM_WORLD of an MPI launch (0 otherwise)."""
+    world = launched_world()
+    return 0 if world is None else int(world.Get_rank())
+
+
+def finalize() -> None:
+    """End MPI cleanly in an MPI-launched process, so a non-zero exit is not turned into MPI_Abort.
+
+    ``python -m mpi4py`` aborts at exit when the exit code is not 0; after MPI_Finalize it cannot, and
+    MPICH removes its ``/dev/shm`` segment. Every rank must call this (MPI_Finalize is collective).
+    """
+    MPI = sys.modules.get("mpi4py.MPI")
+    if MPI is not None and envmod.mpi_launched() and MPI.Is_initialized() and not MPI.Is_finalized():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        MPI.Finalize()
 
 
 def abort_job(code: int) -> None:
@@ -310,6 +356,10 @@ class MPIBackend(Backend):
     def broadcast(self, obj: object) -> object:
         """Return rank 0's ``obj`` on every rank (large arrays travel as buffers)."""
         return self._rcomm.bcast(obj, root=0)
+
+    def allgather(self, obj: object) -> list[object]:
+        """Every rank's ``obj``, in rank order."""
+        return list(self._rcomm.allgather(obj))
 
     def barrier(self) -> None:
         """Wait until every rank has reached this call."""

@@ -21,6 +21,10 @@ class SerialBackend(Backend):
         """Return ``obj`` (this process is rank 0)."""
         return obj
 
+    def allgather(self, obj: object) -> list[object]:
+        """``[obj]`` (the only rank)."""
+        return [obj]
+
     def barrier(self) -> None:
         """Nothing to wait for."""
 

@@ -93,6 +93,12 @@ class TorchBackend(Backend):
         self._dist.broadcast_object_list(box, src=0, device=self._device)
         return box[0]
 
+    def allgather(self, obj: object) -> list[object]:
+        """Every rank's ``obj``, in rank order."""
+        box: list[object] = [None] * self.size
+        self._dist.all_gather_object(box, obj)
+        return box
+
     def barrier(self) -> None:
         """Wait until every rank has reached this call."""
         self._dist.barrier()

@@ -2,7 +2,9 @@
 
 A surface or sensitivity file (and each of its array shards) has a ``done`` mask; a training run's
 metrics.h5 marks each finished epoch; a quantization sweep file keeps a status per run. Files are opened read-only
-without HDF5 locking (store.h5.open_readonly), so this works while jobs are still writing them.
+without HDF5 locking (store.h5.open_readonly), so this works while jobs are still writing them. For masked
+files the checksums are verified too: a file whose done entries or directions were changed on disk is
+reported as damaged (never complete), and done entries holding NaN or inf are counted as non-finite.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from effrep_hpc.store.h5 import open_readonly, read_attr
+from effrep_hpc.store.h5 import Integrity, check_integrity, index_ranges, open_readonly, read_attr
 from effrep_hpc.store.shards import SHARD_RE, shards_of
 
 RUN_STATES = ("done", "running", "pending", "failed")
@@ -34,11 +36,14 @@ class FileStatus:
     running: int = 0
     parts: list[dict[str, Any]] = field(default_factory=list)  # shards of a scan, unfinished runs of a sweep
     note: str = ""
+    nonfinite: int = 0  # done points (cells) holding NaN or inf, as computed (e.g. a diverged model)
+    damaged: int = 0  # done entries whose values fail their checksum, over the file and its shards
+    damage: str = ""  # what is damaged and what to do; empty when intact
 
     @property
     def complete(self) -> bool:
-        """True when every point, epoch or run is done."""
-        return self.total > 0 and self.done == self.total
+        """True when every point, epoch or run is done and nothing is damaged."""
+        return self.total > 0 and self.done == self.total and not self.damage
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data for --json."""
@@ -53,13 +58,21 @@ def masked_kinds() -> dict[str, str]:
     return {e.kind: e.unit for e in exps if e.kind is not None and e.split == "shards"}
 
 
-def _done_mask(path: Path) -> tuple[np.ndarray, dict[str, Any]]:
+def _done_mask(path: Path) -> tuple[np.ndarray, dict[str, Any], Integrity]:
     with open_readonly(path) as f:
         kind = read_attr(f, "kind")
         if kind not in masked_kinds() or "done" not in f:
             raise ValueError(f"{path} is not a surface or sensitivity file (kind={kind!r})")
         attrs = {k: read_attr(f, k) for k in ("kind", "shard_task", "shard_count")}
-        return f["done"][()].reshape(-1).astype(bool), attrs
+        return f["done"][()].reshape(-1).astype(bool), attrs, check_integrity(f)
+
+
+def _damage_text(path: Path, integrity: Integrity, unit: str) -> str:
+    if integrity.directions is False:
+        return f"{path}: stored directions damaged, the scan must start over (--overwrite)"
+    if integrity.damaged.size:
+        return f"{path}: {unit} {index_ranges(integrity.damaged)} fail their checksums; run `effrep repair {path}`"
+    return ""
 
 
 def surface_status(surface: Path) -> FileStatus:
@@ -68,24 +81,42 @@ def surface_status(surface: Path) -> FileStatus:
     if not surface.exists() and not shards:
         raise FileNotFoundError(f"neither {surface} nor any of its shards ({surface.stem}.shard-*-of-*{surface.suffix}) exist")
     union: Optional[np.ndarray] = None
+    nonfinite: Optional[np.ndarray] = None
     parts = []
     merged = None
     kind = None
+    damaged = 0
+    damage = []
+    unchecked = []
     if surface.exists():
-        union, attrs = _done_mask(surface)
+        union, attrs, integrity = _done_mask(surface)
         merged, kind = int(union.sum()), attrs["kind"]
+        nonfinite = np.zeros(union.size, bool)
+        nonfinite[integrity.nonfinite] = True
+        damaged += int(integrity.damaged.size)
+        damage.append(_damage_text(surface, integrity, masked_kinds().get(str(kind), "points")))
+        if not integrity.checksums:
+            unchecked.append(surface)
     counts = set()
     for shard in shards:
-        mask, attrs = _done_mask(shard)
+        mask, attrs, integrity = _done_mask(shard)
         kind = kind or attrs["kind"]
         if union is not None and mask.size != union.size:
             raise ValueError(f"{shard} has {mask.size} entries but {surface} has {union.size}; "
                              "shards of different scans are mixed here")
         union = mask.copy() if union is None else union | mask
+        if nonfinite is None:
+            nonfinite = np.zeros(mask.size, bool)
+        nonfinite[integrity.nonfinite] = True
+        damaged += int(integrity.damaged.size)
+        damage.append(_damage_text(shard, integrity, masked_kinds().get(str(kind), "points")))
+        if not integrity.checksums:
+            unchecked.append(shard)
         counts.add(attrs.get("shard_count"))
         parts.append({"path": str(shard), "task": attrs.get("shard_task"), "of": attrs.get("shard_count"),
-                      "done": int(mask.sum())})
-    assert union is not None
+                      "done": int(mask.sum()), "nonfinite": int(integrity.nonfinite.size),
+                      "damaged": int(integrity.damaged.size)})
+    assert union is not None and nonfinite is not None
     total, done = int(union.size), int(union.sum())
     merge = "effrep merge"
     notes = []
@@ -96,8 +127,12 @@ def surface_status(surface: Path) -> FileStatus:
         notes.append("not merged yet")
     if len(counts) > 1:
         notes.append(f"shards of different array sizes {sorted(c for c in counts if c is not None)} are mixed here")
+    if unchecked:
+        notes.append("no checksums (written by an older effrep), damage cannot be detected in "
+                     + ", ".join(p.name for p in unchecked))
     unit = masked_kinds().get(str(kind), "points")
-    return FileStatus(str(surface), str(kind), unit, total, done, total - done, parts=parts, note="; ".join(notes))
+    return FileStatus(str(surface), str(kind), unit, total, done, total - done, parts=parts, note="; ".join(notes),
+                      nonfinite=int(nonfinite.sum()), damaged=damaged, damage="; ".join(d for d in damage if d))
 
 
 def metrics_status(path: Path) -> FileStatus:
@@ -192,14 +227,19 @@ def status_lines(results: list[FileStatus]) -> list[str]:
             text += f", {st.running} running"
         if st.unit == "runs" or st.failed:
             text += f", {st.failed} failed"
-        if st.complete:
+        if st.nonfinite:
+            text += f", {st.nonfinite} non-finite (NaN or inf as computed)"
+        if st.damage:
+            text += f" - DAMAGED ({st.damage})"
+        elif st.complete:
             text += " - complete"
         if st.note:
             text += f" [{st.note}]"
         lines.append(text)
         for part in st.parts:
             if "task" in part:
-                lines.append(f"  shard {part['task']} of {part['of']}: {part['done']} {st.unit} done  ({part['path']})")
+                extra = "".join(f", {part[k]} {k}" for k in ("nonfinite", "damaged") if part.get(k))
+                lines.append(f"  shard {part['task']} of {part['of']}: {part['done']} {st.unit} done{extra}  ({part['path']})")
             elif "status" in part:
                 lines.append(f"  {part['run']}: {part['status']}")
     return lines

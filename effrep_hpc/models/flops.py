@@ -28,6 +28,9 @@ import torch
 from torch import nn
 from torch.nn.modules.conv import _ConvNd
 
+from effrep_hpc.errors import UserError
+from effrep_hpc.models.factory import model_spec
+
 _COUNTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 
@@ -38,6 +41,17 @@ def _check_shape(input_shape: Sequence[int]) -> tuple[int, ...]:
             f"input_shape must be positive ints without the batch dim, e.g. (3, 32, 32); got {input_shape!r}"
         )
     return shape
+
+
+def _wrong_shape(model: nn.Module, shape: tuple[int, ...], exc: RuntimeError) -> UserError:
+    """The one-line error for an input shape the model cannot take, with the shape it was registered for."""
+    name = getattr(model, "arch_name", None) or type(model).__name__
+    try:
+        takes = f"; it takes {'x'.join(map(str, model_spec(name).input_shape))} (its registered input shape)"
+    except KeyError:
+        takes = ""
+    detail = str(exc).strip().splitlines()[0].rstrip(".") if str(exc).strip() else type(exc).__name__
+    return UserError(f"{name} cannot take input shape {'x'.join(map(str, shape))} ({detail}){takes}")
 
 
 def _macs(module: nn.Linear | _ConvNd, out: torch.Tensor) -> int:
@@ -75,6 +89,8 @@ def layer_flops(model: nn.Module, input_shape: Sequence[int]) -> dict[str, int]:
         model.eval()
         with torch.no_grad():
             model(torch.zeros((1, *shape), device=device, dtype=dtype))
+    except RuntimeError as exc:  # the only input here is the shape: a layer that rejects it (channels, size, flatten)
+        raise _wrong_shape(model, shape, exc) from None
     finally:
         for h in hooks:
             h.remove()

@@ -122,6 +122,11 @@ def group_of_slot(groups: list[PruneGroup], slot: Slot | None) -> PruneGroup | N
 
 def resolve_layer(model: nn.Module, groups: list[PruneGroup], key: Any) -> PruneGroup:
     """The group a user means by ``key``: a group name, any of its writer units, or a paper layer id."""
+    if not groups:
+        raise ValueError(
+            f"{getattr(model, 'arch_name', type(model).__name__)} has no prunable conv layers "
+            "(filter pruning removes conv filters; choose a CNN such as vgg16 or resnet56)"
+        )
     ids = paper_layer_ids(model)
     if isinstance(key, bool):
         raise ValueError(f"a layer is a name such as {groups[0].name!r} or a paper layer id, got {key!r}")

@@ -11,15 +11,17 @@ import torch
 
 from effrep_hpc.config import RunConfig
 from effrep_hpc.dist import Backend, get_backend
-from effrep_hpc.dist.env import local_rank, torch_rank_and_size, torch_world_size
+from effrep_hpc.dist import env as envmod
+from effrep_hpc.errors import UserError
 from effrep_hpc.train.fit import accuracy  # noqa: F401  (re-exported for the runners)
 
 
 def env_world() -> tuple[int, int, int]:
     """(rank, world size, local rank) of a torchrun/srun launch; (0, 1, local rank) when not launched so."""
-    if torch_world_size() <= 1:
-        return 0, 1, local_rank()
-    return (*torch_rank_and_size(), local_rank())
+    envmod.check_step(advice="export RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT per task (slurm/train-ddp.sbatch)")
+    if envmod.torch_world_size() <= 1:
+        return 0, 1, envmod.local_rank()
+    return (*envmod.torch_rank_and_size(), envmod.local_rank())
 
 
 def pick_device(spec: str, local_rank: int = 0) -> torch.device:
@@ -27,15 +29,18 @@ def pick_device(spec: str, local_rank: int = 0) -> torch.device:
     if spec == "auto":
         return torch.device("cuda", local_rank % torch.cuda.device_count()) if torch.cuda.is_available() else torch.device("cpu")
     device = torch.device(spec)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"run.device={spec} but CUDA is not available here; use run.device=auto or cpu")
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if device.type == "cuda" and (device.index or 0) >= count:
+        raise UserError(f"run.device={spec} but this machine has {count} CUDA device(s); use run.device=auto or cpu")
     return device
 
 
 def setup_runtime(run: RunConfig, local_rank: int = 0) -> torch.device:
-    """Apply threads and determinism settings and return the device to use."""
-    if run.threads > 0:
-        torch.set_num_threads(run.threads)
+    """Apply threads (run.threads=0: this rank's share of the cores, see dist.env) and determinism; return the device."""
+    threads, note = envmod.thread_choice(run.threads)
+    torch.set_num_threads(threads)
+    if note:
+        print(note, file=sys.stderr, flush=True)
     if run.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -44,7 +49,7 @@ def setup_runtime(run: RunConfig, local_rank: int = 0) -> torch.device:
 
 def init_process_group(device: torch.device) -> Optional[Backend]:
     """Join torch.distributed (dist/'s torch backend) when launched with WORLD_SIZE > 1; None otherwise."""
-    if torch_world_size() <= 1:
+    if envmod.torch_world_size() <= 1:
         return None
     return get_backend("torch", backend="nccl" if device.type == "cuda" else "gloo")
 
@@ -64,10 +69,8 @@ def load_model(path: Path, cfg: Any, device: torch.device, setting: str = "the c
     state = dict(load_checkpoint(path))
     arch_name = state.get("arch_name") or cfg.model.name
     if arch_name != cfg.model.name:
-        raise ValueError(
-            f"checkpoint {path} holds a {arch_name!r} model but the config says model.name={cfg.model.name!r}; "
-            f"set model.name={arch_name} (or point {setting} at a {cfg.model.name} checkpoint)"
-        )
+        raise ValueError(f"checkpoint {path} holds a {arch_name!r} model but the config says model.name={cfg.model.name!r}; "
+                         f"set model.name={arch_name} (or point {setting} at a {cfg.model.name} checkpoint)")
     state.update(arch_name=arch_name, arch=dict(state.get("arch") or cfg.model.kwargs))
     try:
         model = model_from_payload(state, path)

@@ -5,19 +5,25 @@ what of an item is still to do, how to compute it, how the writer stores a resul
 backend to :func:`run_job`. The driver takes the items this job step owns (all of them for serial, MPI
 and torch.distributed pools; a fixed block for a SLURM array task, so a requeued task keeps its block),
 drops what is done, runs the rest, shows one progress bar with ETA on the writer, and prints one tail:
-how much was computed, how fast, where, and (array tasks) how to merge the shards.
+how much was computed, how fast, where, and (array tasks) how to merge the shards. No rank waits on
+another before all are known to be ready: runners wrap their setup in :func:`setup_guard` (the first
+collective), and a failure there or in :func:`open_output` ends every rank with the same JobError.
 """
 
 from __future__ import annotations
 
 import time
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Generic, Optional, Sequence, TypeVar
 
 from effrep_hpc.config import Config
 from effrep_hpc.dist import Backend, get_backend
+from effrep_hpc.dist.base import die_hook, guarded
+from effrep_hpc.errors import settle, status_of
 from effrep_hpc.runners.common import progress
+from effrep_hpc.store.h5 import FileBusyError
 from effrep_hpc.store.shards import shard_glob, shard_path
 
 W = TypeVar("W")
@@ -54,6 +60,11 @@ def backend_for(cfg: Config) -> Backend:
     return get_backend(cfg.dist.backend, **cfg.dist.options())
 
 
+def setup_guard(backend: Backend) -> AbstractContextManager[None]:
+    """Wrap a runner's setup: leaving it, all ranks agree in one allgather that all worked (see dist.base.guarded)."""
+    return guarded(backend.allgather, backend.rank, (FileBusyError,))
+
+
 def open_output(
     backend: Backend, final: Path, make_writer: Callable[[Path, dict[str, Any]], W], *, sharded: bool = True
 ) -> Output[W]:
@@ -61,7 +72,7 @@ def open_output(
 
     An array task writes its own shard of ``final`` (unless not ``sharded``: then every task writes
     into ``final`` under its lock). An error while opening (a busy file, a file of another run)
-    reaches every rank, so none is left waiting; the writer re-raises its own exception.
+    reaches every rank as the same JobError, reported by the writer (a process alone: the error itself).
     """
     array = backend.kind == "array" and sharded
     out: Output[W] = Output(final, shard_path(final, backend.rank, backend.size) if array else final)
@@ -71,15 +82,12 @@ def open_output(
     if backend.is_writer:
         try:
             out.writer = make_writer(out.path, out.attrs)
-        except (ValueError, RuntimeError, OSError) as exc:
+        except Exception as exc:  # noqa: BLE001 - every rank raises it below
             error = exc
     pending = getattr(out.writer, "pending", None)
-    problem: Optional[str]
-    problem, out.pending = backend.broadcast((str(error) if error else None, pending() if pending else None))  # type: ignore[misc]
-    if error is not None:
-        raise error
-    if problem:
-        raise ValueError(problem)
+    gathered: list[Any] = backend.allgather((error and status_of(error, (FileBusyError,)), pending and pending()))
+    settle([status for status, _ in gathered], backend.rank, error, name_rank=False)
+    out.pending = gathered[0][1]  # the writer's: rank 0, or this array task itself
     return out
 
 
@@ -96,12 +104,10 @@ def run_job(backend: Backend, job: Job, output: Output[Any], *, show_progress: b
 
     began = time.perf_counter()
     try:
-        backend.run(work, job.compute, on_result)
+        backend.run(work, die_hook(job.compute, backend.rank), on_result)
     finally:
         bar.close()
-        close = getattr(output.writer, "close", None)
-        if close is not None:
-            close()
+        getattr(output.writer, "close", lambda: None)()
     if not backend.is_writer:
         return None
     if main:
@@ -110,7 +116,7 @@ def run_job(backend: Backend, job: Job, output: Output[Any], *, show_progress: b
         array = backend.kind == "array"
         where = f"task {backend.rank + 1} of {backend.size}" if array else f"{backend.size} {backend.kind} worker(s)"
         print(f"{job.verb} {total} {job.unit}(s) in {elapsed:.1f}s ({rate} {job.unit}s/s) on {where}{job.tail()}", flush=True)
-        if backend.kind == "array" and output.path != output.final:
+        if array and output.path != output.final:
             print(f"shard {backend.rank} of tasks 0..{backend.size - 1}; when all are done: "
                   f"effrep merge {shard_glob(output.final, backend.size)} -o {output.final}", flush=True)
         print(f"{job.label}: {output.path}", flush=True)

@@ -21,7 +21,7 @@ from effrep_hpc.landscape import directions as D
 from effrep_hpc.landscape.evaluate import EvalData, evaluate_points, plan_points_per_pass, prepare_layout, subset
 from effrep_hpc.landscape.grid import grid_points, make_tiles, parse_axis
 from effrep_hpc.runners.common import check_classes, dataset_from_config, load_model, resolve_path, setup_runtime
-from effrep_hpc.runners.driver import Job, backend_for, open_output, run_job
+from effrep_hpc.runners.driver import Job, backend_for, open_output, run_job, setup_guard
 from effrep_hpc.store.surface import SurfaceSpec, SurfaceWriter
 
 MAX_AUTO_TILE = 64
@@ -91,37 +91,32 @@ def run_landscape(cfg: Config, *, overwrite: bool = False) -> Optional[Path]:
     """Compute (or finish) the surface of ``cfg``; return its path on the writer, None elsewhere."""
     L = cfg.landscape
     backend = backend_for(cfg)
-    device = setup_runtime(cfg.run, local_rank())
-    x_axis = parse_axis(L.x)
-    y_axis = parse_axis(L.y) if L.y is not None else None
-    checkpoint = resolve_path(L.checkpoint, cfg.run.out, "checkpoint.pt")
-    model = load_model(checkpoint, cfg, device, "landscape.checkpoint")
-    dataset = dataset_from_config(cfg, device)
-    data = eval_data(cfg, dataset)
-    check_classes(model, dataset.num_classes, checkpoint, cfg.data.name)
-    w0 = {n: p.detach().clone() for n, p in model.named_parameters()}
-    dirs = build_directions(cfg, model, device)
-    spec = SurfaceSpec(
-        x=x_axis,
-        y=y_axis,
-        metrics=["train_loss", "train_acc"] + (["test_loss", "test_acc"] if L.test else []),
-        config_yaml=to_yaml(cfg),
-        model_hash=D.weights_hash(model),  # BN running statistics shape the surface too
-        directions_hash=D.direction_hash([dirs.x, dirs.y]),
-        directions={"x": _numpy(dirs.x), **({"y": _numpy(dirs.y)} if dirs.y is not None else {})},
-        attrs=dict(dirs.attrs),
-    )
-    final = resolve_path(L.surface, cfg.run.out, "surface.h5")
+    with setup_guard(backend):  # every rank's setup has worked before any rank waits for another
+        device = setup_runtime(cfg.run, local_rank())
+        x_axis, y_axis = parse_axis(L.x), parse_axis(L.y) if L.y is not None else None
+        checkpoint = resolve_path(L.checkpoint, cfg.run.out, "checkpoint.pt")
+        model = load_model(checkpoint, cfg, device, "landscape.checkpoint")
+        dataset = dataset_from_config(cfg, device)
+        check_classes(model, dataset.num_classes, checkpoint, cfg.data.name)
+        w0 = {n: p.detach().clone() for n, p in model.named_parameters()}
+        dirs = build_directions(cfg, model, device)
+        spec = SurfaceSpec(
+            x=x_axis, y=y_axis, metrics=["train_loss", "train_acc"] + (["test_loss", "test_acc"] if L.test else []),
+            config_yaml=to_yaml(cfg), model_hash=D.weights_hash(model),  # BN running statistics shape the surface too
+            directions_hash=D.direction_hash([dirs.x, dirs.y]),
+            directions={"x": _numpy(dirs.x), **({"y": _numpy(dirs.y)} if dirs.y is not None else {})}, attrs=dict(dirs.attrs),
+        )
+        data = prepare_layout(model, eval_data(cfg, dataset))  # once per scan, not per tile
+        k = plan_points_per_pass(
+            model, data, bn=L.bn, loss=L.loss, batch_size=L.batch_size, points_per_pass=L.points_per_pass or "auto"
+        )
     output = open_output(
-        backend, final, lambda path, attrs: SurfaceWriter(path, spec, overwrite=overwrite, extra_attrs=attrs, scope=SCOPE)
+        backend, resolve_path(L.surface, cfg.run.out, "surface.h5"),
+        lambda path, attrs: SurfaceWriter(path, spec, overwrite=overwrite, extra_attrs=attrs, scope=SCOPE),
     )
     pending = np.zeros(spec.num_points, bool)
     pending[output.pending] = True
     _, coords = grid_points(x_axis, y_axis)
-    data = prepare_layout(model, data)  # once per scan, not per tile
-    k = plan_points_per_pass(
-        model, data, bn=L.bn, loss=L.loss, batch_size=L.batch_size, points_per_pass=L.points_per_pass or "auto"
-    )
     # Tiles are cut over the whole grid, so an array task's block of tiles is the same after a requeue.
     owned = len(backend.owned(spec.num_points))
     tile = L.tile_size or auto_tile(owned, 1 if backend.kind == "array" else backend.size, k)
@@ -136,5 +131,6 @@ def run_landscape(cfg: Config, *, overwrite: bool = False) -> Optional[Path]:
         "surface", "point", make_tiles(np.arange(spec.num_points), tile), compute,
         write=lambda idx, values: output.writer.write(idx, values),  # type: ignore[union-attr]
         todo=lambda idx: idx[pending[idx]] if pending[idx].any() else None, count=len,
+        tail=lambda: f"; {n} non-finite point(s) (NaN/inf, as computed)" if (n := output.writer.nonfinite_count()) else "",  # type: ignore[union-attr]
     )
     return run_job(backend, job, output, show_progress=cfg.run.progress)

@@ -87,9 +87,8 @@ def run_prune(cfg: Config, *, retrain: bool, overwrite: bool = False) -> PruneOu
     widths0 = {g.name: g.width for g in prune_groups(source)}
     images = common.activation_images(cfg, dataset) if is_activation_criterion(P.criterion) else None
     rows: dict[str, dict[str, Any]] = {"original": _row(source, dataset, cfg, speedup=1.0)}
-    run = TrainingRun(cfg, SCOPE, ckpt, kind="prune-retrain", epochs=steps * E, metrics=metrics, overwrite=overwrite,
-                      fields=("step", "width_fraction"), desc="prune+retrain" if retrain else None)
-    with run:
+    with TrainingRun(cfg, SCOPE, ckpt, kind="prune-retrain", epochs=steps * E, metrics=metrics, lock=out / "checkpoint.pt",
+                     overwrite=overwrite, fields=("step", "width_fraction"), desc="prune+retrain" if retrain else None) as run:
         if overwrite:
             remove_outputs(out / "pruned.pt", out / "retrained.pt", out / "summary.json")
         state = run.state

@@ -43,7 +43,7 @@ def execute_run(cfg: Config, dataset: Any, device: torch.device, checkpoint: Opt
     """Train one sweep run; a divergence or any other error becomes a failed record instead of an exception."""
     started = time.time()
     try:
-        run, opt = train_run(cfg, dataset, checkpoint)
+        run, opt = train_run(cfg, dataset, checkpoint, lock=False)  # the sweep file's writer entry covers its runs
     except DivergedError as exc:
         return RunRecord("failed", str(exc), exc.curves, started=started, finished=time.time(), resumed_from=exc.resumed_from)
     except Exception as exc:  # noqa: BLE001 - one broken run must not end a thousand-run sweep

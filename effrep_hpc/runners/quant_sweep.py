@@ -19,21 +19,21 @@ from effrep_hpc.config import Config, QuantSweepConfig, to_yaml
 from effrep_hpc.config.quant import run_yaml, sweep_grid
 from effrep_hpc.dist.env import local_rank
 from effrep_hpc.runners.common import dataset_from_config, resolve_path, setup_runtime
-from effrep_hpc.runners.driver import Job, backend_for, open_output, run_job
+from effrep_hpc.runners.driver import Job, backend_for, open_output, run_job, setup_guard
 from effrep_hpc.runners.quant import execute_run
-from effrep_hpc.store.sweep import RunRecord, RunSpec, mark_running, prepare_sweep, run_checkpoint, run_names, write_run
+from effrep_hpc.store import sweep
 
 
-def expand_sweep(cfg: Config) -> list[tuple[RunSpec, Config]]:
+def expand_sweep(cfg: Config) -> list[tuple[sweep.RunSpec, Config]]:
     """Every run of ``cfg.quant.sweep`` with its own config, in the order of :func:`sweep_grid`."""
     grid = sweep_grid(cfg)
     plan = []
-    for name, key in zip(run_names(len(grid)), grid):
+    for name, key in zip(sweep.run_names(len(grid)), grid):
         run_cfg = copy.deepcopy(cfg)
         run_cfg.quant.algorithm, run_cfg.quant.bits = key["algorithm"], key["bits"]
         run_cfg.train.lr, run_cfg.train.batch_size, run_cfg.train.seed = key["lr"], key["batch_size"], key["seed"]
         run_cfg.quant.sweep = QuantSweepConfig()
-        plan.append((RunSpec(name, key, run_yaml(run_cfg)), run_cfg))
+        plan.append((sweep.RunSpec(name, key, run_yaml(run_cfg)), run_cfg))
     return plan
 
 
@@ -42,37 +42,33 @@ def run_quant_sweep(cfg: Config, *, overwrite: bool = False, retry_failed: bool 
     q = cfg.quant
     backend = backend_for(cfg)
     array = backend.kind == "array"
-    if overwrite and array:
-        raise ValueError(
-            "--overwrite cannot be used by array tasks (they share one sweep file); delete the sweep file and "
-            "its _runs directory once before submitting the array"
-        )
-    device = setup_runtime(cfg.run, local_rank())
-    path = resolve_path(q.sweep_file, cfg.run.out, "sweep.h5")
-    plan = expand_sweep(cfg)
+    with setup_guard(backend):  # every rank's setup has worked before any rank waits for another
+        if overwrite and array:
+            raise ValueError("--overwrite cannot be used by array tasks (they share one sweep file); delete the sweep "
+                             "file and its _runs directory once before submitting the array")
+        device = setup_runtime(cfg.run, local_rank())
+        path, plan = resolve_path(q.sweep_file, cfg.run.out, "sweep.h5"), expand_sweep(cfg)
+        data = dataset_from_config(cfg, device)
 
     def prepare(_path: Path, _attrs: dict[str, Any]) -> SimpleNamespace:  # the statuses are what is pending
-        statuses = prepare_sweep(path, [spec for spec, _ in plan], config_yaml=to_yaml(cfg), epochs=cfg.train.epochs,
+        statuses = sweep.prepare_sweep(path, [spec for spec, _ in plan], config_yaml=to_yaml(cfg), epochs=cfg.train.epochs,
                                  overwrite=overwrite, timeout=q.lock_timeout)
-        return SimpleNamespace(pending=lambda: statuses)
+        return SimpleNamespace(pending=lambda: statuses, close=lambda: sweep.release_writer(path))  # the driver closes it
 
     # Every array task writes into the one sweep file under its lock; under MPI rank 0 does.
     output = open_output(backend, path, prepare, sharded=False)
     skip = {"done"} if retry_failed else {"done", "failed"}
     writes_here = backend.size == 1 or array  # this process trains and writes the same runs
-    cache: dict[str, Any] = {}
     counts = {"done": 0, "failed": 0}
 
-    def compute(index: int) -> RunRecord:
+    def compute(index: int) -> sweep.RunRecord:
         spec, run_cfg = plan[index]
-        if "data" not in cache:
-            cache["data"] = dataset_from_config(cfg, device)
         if writes_here:
-            mark_running(path, index, started=time.time(), timeout=q.lock_timeout)
-        return execute_run(run_cfg, cache["data"], device, run_checkpoint(path, spec.name))
+            sweep.mark_running(path, index, started=time.time(), timeout=q.lock_timeout)
+        return execute_run(run_cfg, data, device, sweep.run_checkpoint(path, spec.name))
 
-    def write(index: int, record: RunRecord) -> None:
-        write_run(path, index, record, timeout=q.lock_timeout)
+    def write(index: int, record: sweep.RunRecord) -> None:
+        sweep.write_run(path, index, record, timeout=q.lock_timeout)
         counts[record.status] += 1
         if record.status == "failed":
             first = record.error.strip().splitlines()[0] if record.error.strip() else "unknown error"

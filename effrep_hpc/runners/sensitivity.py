@@ -25,7 +25,7 @@ from effrep_hpc.prune.groups import paper_layer_ids, prune_groups, resolve_layer
 from effrep_hpc.prune.select import group_scores
 from effrep_hpc.prune.sensitivity import cell_seed, layer_facts, prune_one
 from effrep_hpc.runners import common
-from effrep_hpc.runners.driver import Job, backend_for, open_output, run_job
+from effrep_hpc.runners.driver import Job, backend_for, open_output, run_job, setup_guard
 from effrep_hpc.store.sensitivity import SensitivitySpec, SensitivityWriter
 
 
@@ -106,22 +106,21 @@ def run_sensitivity(cfg: Config, *, overwrite: bool = False) -> Optional[Path]:
     """Compute (or finish) the sensitivity file of ``cfg``; return its path on the writer, None elsewhere."""
     P = cfg.prune
     backend = backend_for(cfg)
-    device = common.setup_runtime(cfg.run, local_rank())
-    checkpoint = common.resolve_path(P.checkpoint, cfg.run.out, "checkpoint.pt")
-    model = common.load_model(checkpoint, cfg, device, "prune.checkpoint")
-    dataset = common.dataset_from_config(cfg, device)
-    common.check_classes(model, dataset.num_classes, checkpoint, cfg.data.name)
-    x_eval, y_eval = _eval_split(cfg, dataset)
-    baseline = common.accuracy(model, x_eval, y_eval, batch_size=P.eval_batch_size, loss=cfg.train.loss)
-    spec = sensitivity_spec(cfg, model, baseline, tuple(dataset.input_shape))
-    needs_images = any(is_activation_criterion(c) for c in spec.criteria)
-    images = common.activation_images(cfg, dataset) if needs_images else None
-    ctx = SensitivityContext(model, spec, x_eval, y_eval, dataset, cfg, images)
-    final = common.resolve_path(P.sensitivity, cfg.run.out, "sensitivity.h5")
+    with setup_guard(backend):  # every rank's setup has worked before any rank waits for another
+        device = common.setup_runtime(cfg.run, local_rank())
+        checkpoint = common.resolve_path(P.checkpoint, cfg.run.out, "checkpoint.pt")
+        model = common.load_model(checkpoint, cfg, device, "prune.checkpoint")
+        dataset = common.dataset_from_config(cfg, device)
+        common.check_classes(model, dataset.num_classes, checkpoint, cfg.data.name)
+        x_eval, y_eval = _eval_split(cfg, dataset)
+        baseline = common.accuracy(model, x_eval, y_eval, batch_size=P.eval_batch_size, loss=cfg.train.loss)
+        spec = sensitivity_spec(cfg, model, baseline, tuple(dataset.input_shape))
+        images = common.activation_images(cfg, dataset) if any(map(is_activation_criterion, spec.criteria)) else None
+        ctx = SensitivityContext(model, spec, x_eval, y_eval, dataset, cfg, images)
     # A cell is decided by the data, the scan's prune keys, the loss, and the train section when cells retrain.
     scope = Scope("sensitivity", ("data", "prune", "train" if P.sensitivity_retrain_epochs > 0 else "train.loss"))
     output = open_output(
-        backend, final,
+        backend, common.resolve_path(P.sensitivity, cfg.run.out, "sensitivity.h5"),
         lambda path, attrs: SensitivityWriter(path, spec, overwrite=overwrite, extra_attrs=attrs, scope=scope),
     )
     pending = set(int(k) for k in output.pending)

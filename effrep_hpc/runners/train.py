@@ -94,7 +94,7 @@ class TrainingRun(TrainingFiles):
 
     def __init__(self, cfg: Config, scope: Scope, checkpoint: Optional[Path], *, epochs: int, fields: tuple[str, ...] = (),
                  desc: Optional[str] = None, **files: Any) -> None:
-        """``files``: kind, metrics, weights, overwrite, writer (see TrainingFiles); ``desc`` names the bar (None: no bar)."""
+        """``files``: kind, metrics, weights, overwrite, writer, lock (see TrainingFiles); ``desc`` names the bar (or None)."""
         super().__init__(checkpoint, config=cfg, scope=scope, epochs=epochs, fields=[*ROW_FIELDS, *fields],
                          keep_every=cfg.train.keep_every, **files)
         self.cfg, self.resumed_from = cfg, 0
@@ -130,7 +130,8 @@ class TrainingRun(TrainingFiles):
         def on_epoch(epoch: int, row: Row) -> None:
             row.update(label(epoch) if label is not None else {})
             self.add_row(row)
-            check_finite(row, self.curves, resumed_from=start, batch_size=t.batch_size, tag=tag)
+            check_finite(row, self.curves, resumed_from=start, batch_size=t.batch_size, tag=tag,
+                         lr_key="prune.retrain_lr" if self.kind == "prune-retrain" else "train.lr")
             self.snapshot(model, epoch + 1, last=epoch + 1 == epochs)
             self.save(model, optimizer, scheduler, self.generator, epoch=epoch + 1, extra=extra() if extra is not None else None)
             self.bar.set_postfix(loss=f"{row['train_loss']:.3f}", test_acc=f"{row['test_acc']:.1f}", refresh=False)
@@ -150,9 +151,9 @@ def run_train(cfg: Config, *, overwrite: bool = False) -> TrainOutputs:
     device = setup_runtime(cfg.run, local)
     group = init_process_group(device)
     ckpt, metrics, weights = (Path(cfg.run.out) / name for name in ("checkpoint.pt", "metrics.h5", "weights"))
+    dataset = dataset_from_config(cfg, device)  # first: a data set that cannot be loaded leaves no file behind
     with TrainingRun(cfg, SCOPE, ckpt, kind="train", epochs=cfg.train.epochs, metrics=metrics, weights=weights,
                      overwrite=overwrite, writer=rank == 0, desc=f"train {cfg.model.name}") as run:
-        dataset = dataset_from_config(cfg, device)
         model = seeded_model(cfg, dataset)
         final = run.fit(model, *step_rule(cfg, model), dataset, epochs=cfg.train.epochs, ddp=group is not None)
     if group is not None:

@@ -15,17 +15,21 @@ of one resumable training run (checkpoint, metrics rows, weight snapshots).
 
 from __future__ import annotations
 
-import pickle
+import errno
+import re
+import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence, TypeVar, Union
 
 import torch
 from torch import nn
 
 from effrep_hpc.config.base import to_yaml
 from effrep_hpc.config.identity import Scope, check_resume
+from effrep_hpc.errors import UserError
 from effrep_hpc.store.atomic import atomic_write, remove_outputs
 from effrep_hpc.store.curves import MetricsFile
+from effrep_hpc.store.h5 import WriterLock
 
 FORMAT = "effrep-checkpoint"
 FORMAT_VERSION = 1
@@ -36,16 +40,50 @@ _Files = TypeVar("_Files", bound="TrainingFiles")
 TRAINING_KEYS = ("model", "optimizer", "scheduler", "generator", "torch_rng", "epoch", "config", "curves", "extra")
 
 
-class CheckpointError(ValueError):
-    """A file that is not a checkpoint of ours, or does not fit the model it is loaded into."""
+class CheckpointError(UserError, ValueError):
+    """A file that is not a checkpoint of ours, is damaged, or does not fit the model it is loaded into."""
+
+
+# What torch.save raises when the disk fills up mid-write: its zip writer notices a short write only later.
+_DISK_FULL_TEXT = ("unexpected pos", "PytorchStreamWriter failed")
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
-    """Write ``payload`` (tensors and plain values) atomically, tagged with our format marker."""
+    """Write ``payload`` (tensors and plain values) atomically, tagged with our format marker.
+
+    A full disk (or quota) leaves the old file as it was, removes the partial one and is reported as one line.
+    """
     path = Path(path)
-    with atomic_write(path) as tmp:
-        torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, **payload}, tmp)
+    try:
+        with atomic_write(path) as tmp:
+            torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, **payload}, tmp)
+    except (OSError, RuntimeError) as exc:
+        code = exc.errno if isinstance(exc, OSError) else errno.ENOSPC if any(t in str(exc) for t in _DISK_FULL_TEXT) else None
+        if code not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        what = "no space left on device" if code == errno.ENOSPC else "disk quota exceeded"
+        raise UserError(f"{what} while writing {path}; free some space (or choose another output path) and run again") from None
     return path
+
+
+def _unreadable(path: Path, exc: Exception) -> CheckpointError:
+    """The error for a file torch cannot load: forbidden objects (a foreign pickle) or a damaged file."""
+    text = str(exc).strip()
+    if isinstance(exc, PermissionError):
+        return CheckpointError(f"cannot read checkpoint {path}: permission denied")
+    foreign = re.search(r"GLOBAL ([\w.]+)", text)  # a well-formed pickle naming a class or function to call
+    if foreign:
+        return CheckpointError(
+            f"{path} is not an effrep checkpoint, or it holds objects other than tensors and plain values "
+            f"(refused: loading it would run arbitrary code). Details: Unsupported global: GLOBAL {foreign.group(1)}"
+        )
+    # torch's own wording is several sentences; keep the first, or what its unpickler found (e.g. a bad opcode)
+    found = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", text)
+    first = (found.group(1) if found else text.splitlines()[0] if text and not isinstance(exc, (KeyError, EOFError))
+             else "not a complete torch file").split(". ")[0][:120]
+    return CheckpointError(
+        f"checkpoint {path} is truncated or corrupt ({first.rstrip('.')}); delete it, or pass --overwrite to start the run over"
+    )
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -54,13 +92,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist (train a model first: effrep train CONFIG)")
     try:
-        data = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError, TypeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(
-            f"{path} is not an effrep checkpoint, or it holds objects other than tensors and plain values "
-            f"(refused: loading it would run arbitrary code). Details: {first}"
-        ) from None
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4" for a foreign file: the error below says it
+            warnings.simplefilter("ignore", UserWarning)
+            data = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - whatever a damaged file makes torch raise (zip, pickle, OS, key errors)
+        raise _unreadable(path, exc) from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{path} is a torch file but not an effrep checkpoint (no '{FORMAT}' marker)")
     if int(data.get("format_version", 0)) > FORMAT_VERSION:
@@ -168,32 +204,45 @@ def load_packed(path: str | Path) -> nn.Module:
 class TrainingFiles:
     """The files of one resumable training run: its training-state checkpoint, ``metrics.h5`` rows, weight snapshots.
 
-    Opening refuses an existing checkpoint of another kind, or (through ``scope``) of another run, naming every
-    differing result key, before anything is written; ``overwrite`` deletes all three outputs instead. Only the
-    ``writer`` (rank 0) writes. An epoch's metrics row goes out before its checkpoint, so a kill in between leaves
-    a row that the resumed run writes again; the restored rows are rewritten on opening, in case metrics.h5 was lost.
+    The ``writer`` (rank 0) holds a :class:`~effrep_hpc.store.h5.WriterLock` on the checkpoint (``lock``: on
+    that path instead; False: none, e.g. a sweep run, which its sweep's writer entry covers) from before it
+    reads or deletes anything until :meth:`close`, so a second run on the same files, ``overwrite`` or not, is
+    refused (FileBusyError) with every byte of the live run's outputs in place. Opening then refuses an
+    existing checkpoint of another kind, or (through ``scope``) of another run, naming every differing result
+    key, before anything is written; ``overwrite`` deletes all three outputs instead. Only the writer writes.
+    An epoch's metrics row goes out before its checkpoint, so a kill in between leaves a row that the resumed
+    run writes again; the restored rows are rewritten on opening, in case metrics.h5 was lost.
     """
 
     def __init__(
         self, checkpoint: Optional[Path], *, kind: str, config: Any, scope: Scope, epochs: int, metrics: Optional[Path] = None,
         fields: Sequence[str] = (), weights: Optional[Path] = None, keep_every: int = 0, overwrite: bool = False,
-        writer: bool = True,
+        writer: bool = True, lock: Union[Path, bool] = True,
     ) -> None:
         self.checkpoint, self.kind, self.weights, self.keep_every, self.writer = checkpoint, kind, weights, keep_every, writer
         self.config_yaml = config if isinstance(config, str) else to_yaml(config)
         self.state: Optional[dict[str, Any]] = None
-        if checkpoint is not None and checkpoint.exists() and not overwrite:
-            self.state = load_training_state(checkpoint, kind)
-            check_resume(checkpoint, self.state["config"], self.config_yaml, scope)
-        elif overwrite and writer:
-            remove_outputs(checkpoint, metrics, weights)
-        self.curves: list[dict[str, float]] = [dict(row) for row in self.state["curves"]] if self.state else []
+        self.curves: list[dict[str, float]] = []
         self.metrics: Optional[MetricsFile] = None
-        if metrics is not None and writer:
-            self.metrics = MetricsFile(metrics, config_yaml=self.config_yaml, fields=list(fields), epochs=epochs,
-                                       resume=self.state is not None)
-            for row in self.curves:
-                self.metrics.write_epoch(int(row["epoch"]) - 1, row)
+        target = checkpoint if lock is True else lock if isinstance(lock, Path) else None
+        self.lock = WriterLock(target) if writer and target is not None else None
+        if self.lock is not None:
+            self.lock.acquire()  # first: refuse a live writer before reading or deleting anything
+        try:
+            if checkpoint is not None and checkpoint.exists() and not overwrite:
+                self.state = load_training_state(checkpoint, kind)
+                check_resume(checkpoint, self.state["config"], self.config_yaml, scope)
+            elif overwrite and writer:
+                remove_outputs(checkpoint, metrics, weights)
+            self.curves = [dict(row) for row in self.state["curves"]] if self.state else []
+            if metrics is not None and writer:
+                self.metrics = MetricsFile(metrics, config_yaml=self.config_yaml, fields=list(fields), epochs=epochs,
+                                           resume=self.state is not None)
+                for row in self.curves:
+                    self.metrics.write_epoch(int(row["epoch"]) - 1, row)
+        except BaseException:
+            TrainingFiles.close(self)  # not a subclass's close: its own attributes do not exist yet
+            raise
 
     def restore(self, model: nn.Module, optimizer: Any, scheduler: Any, generator: torch.Generator) -> int:
         """Load the opened checkpoint's state into these objects (and torch's RNG) once; return its finished epochs (0: none)."""
@@ -227,10 +276,12 @@ class TrainingFiles:
                                                               config_yaml=self.config_yaml, curves=self.curves, extra=extra))
 
     def close(self) -> None:
-        """Close metrics.h5 and release its writer lock."""
+        """Close metrics.h5 and release the writer locks."""
         if self.metrics is not None:
             self.metrics.close()
             self.metrics = None
+        if self.lock is not None:
+            self.lock.release()
 
     def __enter__(self: _Files) -> _Files:
         return self

@@ -15,8 +15,9 @@ Schema (``kind="sensitivity"``, ``schema_version=1``):
   data) and ``eval`` (JSON of what decides a value: split, sample count, retraining, seed).
 
 Cells are addressed by the flat index ``k = (layer * R + ratio) * C + criterion``. As in surface files,
-datasets are preallocated, values are written before their ``done`` flags, each step is flushed, and a
-new file appears under its final name only when complete; a killed writer loses nothing already done.
+datasets are preallocated, values (and their checksum, ``integrity/checksum``) are written before their
+``done`` flags, each step is flushed, and a new file appears under its final name only when complete; a
+killed writer loses nothing already done, and a done cell changed on disk afterwards is found on resume.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import h5py
 import numpy as np
 
 from effrep_hpc.store.h5 import (
+    CHECKSUM,
     ResumableWriter,
     atomic_create,
     open_readonly,
@@ -142,12 +144,14 @@ def _create(path: Path, spec: SensitivitySpec, extra_attrs: dict[str, Any]) -> N
         for name in METRICS:
             preallocate(f, name, shape, np.float64, np.nan).attrs["axes"] = axes
         preallocate(f, "done", shape, bool, False).attrs["axes"] = axes
+        preallocate(f, CHECKSUM, shape, np.uint64, 0).attrs["axes"] = axes
 
 
 class SensitivityWriter(ResumableWriter):
     """The single writer of a sensitivity file (or an array task's shard): holds the lock and the file."""
 
     what = "sensitivity scan"
+    unit = "cells"
     setting = "prune.sensitivity file"
     kind = KIND
 
@@ -175,6 +179,8 @@ class SensitivityWriter(ResumableWriter):
         idx = self.spec.cell(int(flat))
         f["acc"][idx] = float(acc)
         f["loss"][idx] = float(loss)
+        if self.checksums:
+            f[CHECKSUM][idx] = self._checksums_of({"acc": np.array([float(acc)]), "loss": np.array([float(loss)])})[0]
         f.flush()
         f["done"][idx] = True
         f.flush()
@@ -214,3 +220,4 @@ def spec_from_file(f: h5py.File) -> SensitivitySpec:
 
 
 merge_sensitivity_shards = SensitivityWriter.merge
+repair_sensitivity = SensitivityWriter.repair

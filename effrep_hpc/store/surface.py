@@ -2,8 +2,9 @@
 
 Points are addressed by their flat index ``k = j * nx + i`` into the ``(ny, nx)`` layout (1D: ``k = i``).
 Datasets are preallocated with NaN at creation, so a tile write touches raw data only and a process
-killed at any moment leaves a readable file; values are written before the ``done`` flags, each
-followed by a flush, so a point is either done with its values or recomputed on resume.
+killed at any moment leaves a readable file; values and their checksums are written before the ``done``
+flags, each followed by a flush, so a point is either done with its values or recomputed on resume, and
+a done point whose values were changed on disk afterwards is found by its checksum.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import h5py
 import numpy as np
 
 from effrep_hpc.store.h5 import (
+    CHECKSUM,
     ResumableWriter,
+    arrays_digest,
     atomic_create,
     open_readonly,
     preallocate,
@@ -103,12 +106,15 @@ def _create(path: Path, spec: SurfaceSpec, extra_attrs: dict[str, Any]) -> None:
         for name in spec.metrics:
             preallocate(f, name, spec.shape, np.float64, np.nan).attrs["axes"] = axes
         preallocate(f, "done", spec.shape, bool, False).attrs["axes"] = axes
+        preallocate(f, CHECKSUM, spec.shape, np.uint64, 0).attrs["axes"] = axes
         if spec.directions:
             g = f.create_group("directions")
             for axis, tensors in spec.directions.items():
                 ga = g.create_group(axis)
                 for name, arr in tensors.items():
                     ga.create_dataset(name, data=np.asarray(arr))
+            # of the arrays as stored (read back), so a resume can tell when they were changed on disk
+            f.attrs["directions_sha256"] = arrays_digest(g)
 
 
 def _runs(flat: np.ndarray, nx: int) -> list[tuple[int, int, int, int, int]]:
@@ -130,6 +136,7 @@ class SurfaceWriter(ResumableWriter):
     """The single writer of a surface (or shard) file: holds the lock and the open file."""
 
     what = "scan"
+    unit = "points"
     setting = "landscape.surface"
     kind = KIND
 
@@ -160,8 +167,10 @@ class SurfaceWriter(ResumableWriter):
         if flat.size and (flat[0] < 0 or flat[-1] >= self.spec.num_points):
             raise IndexError(f"point index outside the grid of {self.spec.num_points} points")
         runs = _runs(flat, nx)  # 1D: every index is < nx, so j == 0
-        for name in self.spec.metrics:
-            vals = np.asarray(values[name], dtype=np.float64)[order]
+        columns = {name: np.asarray(values[name], dtype=np.float64).reshape(-1)[order] for name in self.spec.metrics}
+        if self.checksums:
+            columns[CHECKSUM] = self._checksums_of(columns)
+        for name, vals in columns.items():
             ds = f[name]
             for j, i0, i1, s, e in runs:
                 if self.spec.y is None:
@@ -195,7 +204,7 @@ def spec_from_file(f: h5py.File) -> SurfaceSpec:
         for axis in f["directions"]:
             directions[axis] = {n: f["directions"][axis][n][()] for n in f["directions"][axis]}
     skip = {"kind", "schema_version", "ndim", "axes", "model_hash", "directions_hash", "metrics", "config", "created",
-            "effrep_version", "shard_task", "shard_count"}
+            "effrep_version", "shard_task", "shard_count", "directions_sha256"}
     return SurfaceSpec(
         x=f["xcoordinates"][()],
         y=f["ycoordinates"][()] if "ycoordinates" in f else None,
@@ -209,3 +218,4 @@ def spec_from_file(f: h5py.File) -> SurfaceSpec:
 
 
 merge_shards = SurfaceWriter.merge
+repair_surface = SurfaceWriter.repair

@@ -28,14 +28,24 @@ write takes the file's :class:`~effrep_hpc.store.h5.WriterLock`, waiting and ret
 holds it, then opens the file, writes one run, flushes, closes and releases. Everything is preallocated at
 creation, so a write touches raw data only, and a run's values are flushed before its status says done: a
 writer killed at any moment leaves a readable file in which that run is simply recomputed.
+
+Running sweeps: since that lock is held only per write, every process that writes a sweep also keeps an
+entry ``<sweep>.writer-<host>-<pid>`` beside it for as long as it runs (:func:`register_writer`). Array
+tasks each add their own and never wait on one another; only ``--overwrite`` looks at them, and refuses,
+before deleting anything, while another may be alive (an entry of a dead process on this host is stale).
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import glob
+import json
 import math
+import os
 import random
 import shutil
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +55,8 @@ import h5py
 import numpy as np
 
 from effrep_hpc.config.identity import Scope, identity_differences
+from effrep_hpc.dist.env import slurm_job_id
+from effrep_hpc.store.atomic import atomic_write, clean_stale_tmp, pid_alive
 from effrep_hpc.store.curves import create_curves, read_curves, write_row
 from effrep_hpc.store.h5 import (
     FileBusyError,
@@ -52,6 +64,7 @@ from effrep_hpc.store.h5 import (
     atomic_create,
     open_readonly,
     preallocate,
+    process_start_time,
     provenance,
     read_attr,
     set_attrs,
@@ -113,7 +126,12 @@ def run_checkpoint(path: str | Path, name: str) -> Path:
 
 @contextlib.contextmanager
 def locked(path: str | Path, timeout: float = DEFAULT_LOCK_TIMEOUT, poll: float = 0.05) -> Iterator[None]:
-    """Hold the writer lock of ``path``, waiting (with growing, jittered pauses) up to ``timeout`` seconds."""
+    """Hold the writer lock of ``path``, waiting (with growing, jittered pauses) up to ``timeout`` seconds.
+
+    A stale lock (dead writer, pid reused, or an empty or garbled lock file older than
+    ``store.h5.LOCK_GRACE_S``) is taken over at once, so only a live writer makes this wait. Once held,
+    stale temporary files of dead writers are removed (:func:`clean_sweep_tmp`).
+    """
     lock = WriterLock(path)
     deadline = time.monotonic() + timeout
     pause = poll
@@ -128,9 +146,16 @@ def locked(path: str | Path, timeout: float = DEFAULT_LOCK_TIMEOUT, poll: float 
             time.sleep(min(pause, max(0.0, deadline - time.monotonic())) * (0.5 + random.random()))
             pause = min(2 * pause, 1.0)
     try:
+        clean_sweep_tmp(path)
         yield
     finally:
         lock.release()
+
+
+def clean_sweep_tmp(path: str | Path) -> list[Path]:
+    """Remove stale ``.tmp-<pid>`` files of the sweep file ``path`` and of its per-run checkpoints (killed writers)."""
+    path = Path(path)
+    return clean_stale_tmp(path.parent, path.name) + clean_stale_tmp(runs_dir(path), "run_")
 
 
 def _runs_hash(runs: list[RunSpec], epochs: int) -> str:
@@ -195,6 +220,77 @@ def _mismatch(f: h5py.File, path: Path, runs: list[RunSpec], epochs: int, scope:
     return None  # only keys that do not change results differ (paths, keep_every): the same sweep
 
 
+def writer_entries(path: str | Path) -> list[Path]:
+    """The live-writer entries ``<sweep>.writer-<host>-<pid>`` of sweep file ``path`` (see :func:`register_writer`)."""
+    path = Path(path)
+    return sorted(Path(p) for p in glob.glob(os.path.join(glob.escape(str(path.parent)), glob.escape(path.name) + ".writer-*")))
+
+
+def register_writer(path: str | Path) -> Path:
+    """Record this process as a running writer of sweep ``path`` until it exits; return its entry file.
+
+    Unlike the file's lock, which a writer holds only while it writes one run, the entry lasts the whole
+    sweep, so ``--overwrite`` can see a live sweep between its writes; array tasks each add their own
+    entry and never wait on one another. An entry left by a killed process is stale (see :func:`live_writers`).
+    """
+    path = Path(path)
+    host, pid = socket.gethostname(), os.getpid()
+    entry = path.with_name(f"{path.name}.writer-{host}-{pid}")
+    me = {"host": host, "pid": pid, "started": process_start_time(pid), "slurm_job": slurm_job_id(), "since": time.time()}
+    with atomic_write(entry) as tmp:
+        tmp.write_text(json.dumps(me))
+    atexit.register(entry.unlink, missing_ok=True)
+    return entry
+
+
+def release_writer(path: str | Path) -> None:
+    """Remove this process's writer entry of sweep ``path`` (when its sweep ends before the process does)."""
+    path = Path(path)
+    path.with_name(f"{path.name}.writer-{socket.gethostname()}-{os.getpid()}").unlink(missing_ok=True)
+
+
+def _entry_alive(owner: dict[str, Any], host: str, job: Optional[str]) -> bool:
+    pid = int(owner["pid"])
+    if owner["host"] == host:  # gone, or its pid now names a process that started at another time
+        started, now = owner.get("started"), process_start_time(pid)
+        return pid_alive(pid) and (started is None or now is None or int(started) == now)
+    # on another node nothing can be checked, except an earlier incarnation of this very (requeued) SLURM job
+    return not (job is not None and owner.get("slurm_job") == job)
+
+
+def live_writers(path: str | Path, mine: Optional[Path] = None) -> list[dict[str, Any]]:
+    """The other processes registered as running writers of sweep ``path`` that may be alive; stale entries are removed."""
+    host, job, live = socket.gethostname(), slurm_job_id(), []
+    for entry in writer_entries(path):
+        if entry == mine:
+            continue
+        try:
+            owner = json.loads(entry.read_text())
+            alive = _entry_alive(owner, host, job)
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError, KeyError, TypeError):  # garbled (entries are written atomically): not a writer
+            alive = False
+        if alive:
+            live.append({**owner, "entry": str(entry)})
+        else:
+            entry.unlink(missing_ok=True)
+    return live
+
+
+def _refuse_live_writers(path: Path, mine: Path) -> None:
+    live = live_writers(path, mine)
+    if live:
+        w = live[0]
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(w.get("since", 0))))
+        raise FileBusyError(
+            f"{path} is being written by a running sweep (host {w.get('host')}, pid {w.get('pid')}, SLURM job "
+            f"{w.get('slurm_job')}, since {since}{f', and {len(live) - 1} more' if len(live) > 1 else ''}); --overwrite "
+            f"would delete its results, so nothing was deleted. Wait for it to finish or stop it; if it is dead "
+            f"(e.g. on another node), delete {w['entry']} and run again."
+        )
+
+
 def prepare_sweep(
     path: str | Path,
     runs: list[RunSpec],
@@ -207,26 +303,36 @@ def prepare_sweep(
 ) -> list[str]:
     """Create the sweep file, or check the existing one holds this sweep (``overwrite``: start over); return statuses.
 
-    A run of the file and of this sweep are the same when every result key of ``scope`` agrees.
+    A run of the file and of this sweep are the same when every result key of ``scope`` agrees. This process is
+    registered as a running writer of the sweep (:func:`register_writer`) until it exits; ``overwrite`` is refused
+    (FileBusyError), before anything is deleted, while another registered writer may be alive.
     """
     path = Path(path)
     names = [r.name for r in runs]
     if len(set(names)) != len(names):
         raise ValueError("run names of a sweep must be unique")
-    with locked(path, timeout):
+    mine = register_writer(path)
+    try:
         if overwrite:
-            path.unlink(missing_ok=True)
-            shutil.rmtree(runs_dir(path), ignore_errors=True)
-        if path.exists():
-            with open_readonly(path) as f:
-                problem = _mismatch(f, path, runs, epochs, scope or RUN_SCOPE)
-            if problem:
-                raise ValueError(
-                    f"{problem}. Resume it with the same config, choose another quant.sweep_file (or run.out), "
-                    "or pass --overwrite to start over."
-                )
-        else:
-            _create(path, runs, config_yaml, epochs)
+            _refuse_live_writers(path, mine)  # at once: a live sweep may hold the lock for a while
+        with locked(path, timeout):
+            if overwrite:
+                _refuse_live_writers(path, mine)  # again under the lock, for one that registered meanwhile
+                path.unlink(missing_ok=True)
+                shutil.rmtree(runs_dir(path), ignore_errors=True)
+            if path.exists():
+                with open_readonly(path) as f:
+                    problem = _mismatch(f, path, runs, epochs, scope or RUN_SCOPE)
+                if problem:
+                    raise ValueError(
+                        f"{problem}. Resume it with the same config, choose another quant.sweep_file (or run.out), "
+                        "or pass --overwrite to start over."
+                    )
+            else:
+                _create(path, runs, config_yaml, epochs)
+    except BaseException:
+        mine.unlink(missing_ok=True)
+        raise
     return read_statuses(path)
 
 

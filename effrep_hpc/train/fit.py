@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from effrep_hpc.data import augment as augment_batch
+from effrep_hpc.errors import UserError
 from effrep_hpc.train.loop import evaluate, train_epoch
 
 ROW_FIELDS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds")
@@ -30,20 +31,28 @@ Row = dict[str, float]
 Probe = Callable[[], Callable[[], Row]]
 
 
-class DivergedError(ValueError):
-    """Training produced a non-finite loss; carries the curves up to that epoch and the epoch training resumed from."""
+class DivergedError(UserError):
+    """Training produced a non-finite loss; carries the curves up to that epoch and the epoch training resumed from.
+
+    Exit code 3: the input was valid but the run failed, and the user must act (lower the learning rate).
+    A sweep catches it and records the run as failed instead.
+    """
+
+    exit_code = 3
 
     def __init__(self, message: str, curves: list[Row], resumed_from: int) -> None:
         super().__init__(message)
         self.curves, self.resumed_from = curves, resumed_from
 
 
-def check_finite(row: Row, curves: list[Row], *, resumed_from: int, batch_size: int, tag: str = "") -> None:
-    """Raise :class:`DivergedError` when the row's training loss is not finite (the remedy: a lower learning rate)."""
+def check_finite(
+    row: Row, curves: list[Row], *, resumed_from: int, batch_size: int, tag: str = "", lr_key: str = "train.lr"
+) -> None:
+    """Raise :class:`DivergedError` when the row's training loss is not finite; the message names ``lr_key`` to lower."""
     if not math.isfinite(row["train_loss"]):
         raise DivergedError(
             f"diverged: training loss {row['train_loss']} in epoch {int(row['epoch'])} ({tag + ', ' if tag else ''}lr "
-            f"{row['lr']:g}, batch {batch_size}); lower the learning rate", list(curves), resumed_from,
+            f"{row['lr']:g}, batch {batch_size}); lower {lr_key}", list(curves), resumed_from,
         )
 
 

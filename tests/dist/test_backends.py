@@ -32,7 +32,8 @@ class Recorder:
 @pytest.fixture
 def plain_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     """An environment without any launcher variables, whatever started pytest."""
-    for name in (*MPI_SIZE_VARS, *MPI_RANK_VARS, *LOCAL_RANK_VARS, "WORLD_SIZE", "RANK"):
+    for name in (*MPI_SIZE_VARS, *MPI_RANK_VARS, *LOCAL_RANK_VARS, "WORLD_SIZE", "RANK", "SLURM_STEP_NUM_TASKS",
+                 "SLURM_STEP_ID", "SLURM_STEPID"):
         monkeypatch.delenv(name, raising=False)
     for name in [k for k in os.environ if k.startswith("SLURM_ARRAY")]:
         monkeypatch.delenv(name, raising=False)

@@ -5,7 +5,17 @@ from __future__ import annotations
 import pytest
 
 from effrep_hpc.dist import detect_kind, local_rank
-from effrep_hpc.dist.env import array_task, mpi_world_size, torch_rank_and_size
+from effrep_hpc.dist.env import (
+    array_task,
+    check_step,
+    launch_rank_and_size,
+    local_size,
+    mpi_world_size,
+    thread_choice,
+    threads_per_rank,
+    torch_rank_and_size,
+)
+from effrep_hpc.errors import JobError
 
 
 def test_local_rank_prefers_torchrun_then_mpi_then_slurm() -> None:
@@ -106,9 +116,69 @@ def test_auto_selection_from_environment(env: dict[str, str], have_mpi4py: bool,
 
 
 def test_several_mpi_ranks_without_mpi4py_is_an_error_not_a_serial_run() -> None:
-    # serial on 4 ranks would have every rank compute and write everything
-    with pytest.raises(RuntimeError, match="4 ranks but mpi4py is not installed"):
+    # serial on 4 ranks would have every rank compute and write everything; every rank raises it, rank 0 reports
+    with pytest.raises(JobError, match="4 ranks but mpi4py is not installed") as info:
         detect_kind(MPICH_4, have_mpi4py=False)
+    assert (info.value.exit_code, info.value.print_here) == (2, False)  # MPICH_4 is rank 1
+
+
+# `srun -n 4 effrep ...` without --mpi: SLURM's step variables only (a batch script has no SLURM_STEP_*)
+SRUN_4 = {"SLURM_JOB_ID": "7", "SLURM_NTASKS": "4", "SLURM_STEP_NUM_TASKS": "4", "SLURM_PROCID": "2",
+          "SLURM_LOCALID": "0", "SLURM_NODEID": "1", "SLURM_STEP_TASKS_PER_NODE": "1(x2),2"}
+BATCH_SCRIPT = {"SLURM_JOB_ID": "7", "SLURM_NTASKS": "4", "SLURM_PROCID": "0", "SLURM_TASKS_PER_NODE": "4"}
+
+
+def test_srun_tasks_without_mpi_or_torch_variables_are_refused_with_how_to_launch() -> None:
+    with pytest.raises(JobError, match=r"srun started 4 tasks .*srun --mpi=pmi2.*dist.backend=torch") as info:
+        detect_kind(SRUN_4, have_mpi4py=True)
+    assert (info.value.exit_code, info.value.print_here) == (2, False)  # task 2 stays quiet; task 0 reports
+    with pytest.raises(JobError) as info:
+        detect_kind({**SRUN_4, "SLURM_PROCID": "0"}, have_mpi4py=True)
+    assert info.value.print_here
+    # the same step with MPI (srun --mpi=pmi2) or torch variables is fine
+    assert detect_kind({**SRUN_4, "PMI_RANK": "2", "PMI_SIZE": "4"}, have_mpi4py=True) == "mpi"
+    assert detect_kind({**SRUN_4, "RANK": "2", "WORLD_SIZE": "4"}, have_mpi4py=True) == "torch"
+    # one task, or the batch script itself (SLURM_NTASKS=4 but no step), runs serially
+    assert detect_kind({**SRUN_4, "SLURM_STEP_NUM_TASKS": "1"}, have_mpi4py=True) == "serial"
+    assert detect_kind(BATCH_SCRIPT, have_mpi4py=True) == "serial"
+    # older SLURM: a step id and SLURM_NTASKS
+    with pytest.raises(JobError, match="srun started 3 tasks"):
+        check_step({"SLURM_STEP_ID": "0", "SLURM_NTASKS": "3", "SLURM_PROCID": "1"})
+
+
+def test_local_size_from_launchers_and_srun_task_list() -> None:
+    assert local_size({}) == 1
+    assert local_size({"MPI_LOCALNRANKS": "2", "PMI_SIZE": "4"}) == 2
+    assert local_size({"LOCAL_WORLD_SIZE": "8", "OMPI_COMM_WORLD_LOCAL_SIZE": "4"}) == 8
+    assert local_size(SRUN_4) == 1  # node 1 of "1(x2),2"
+    assert local_size({**SRUN_4, "SLURM_NODEID": "2"}) == 2
+    assert local_size(BATCH_SCRIPT) == 1  # the batch script is one process, whatever the allocation holds
+
+
+@pytest.mark.parametrize(
+    "env,cores,expected",
+    [
+        ({}, 16, 16),  # one process alone: all its cores
+        ({"MPI_LOCALNRANKS": "4", "PMI_SIZE": "8"}, 16, 4),  # 4 ranks on this node share 16 cores
+        ({"LOCAL_WORLD_SIZE": "3"}, 16, 5),
+        ({"MPI_LOCALNRANKS": "4"}, 2, 1),  # never 0
+        ({"SLURM_CPUS_PER_TASK": "6", "MPI_LOCALNRANKS": "4"}, 16, 6),
+        ({"OMP_NUM_THREADS": "2", "SLURM_CPUS_PER_TASK": "6"}, 16, 2),  # the user's own setting first
+    ],
+)
+def test_threads_per_rank_shares_the_cores_among_local_ranks(env: dict[str, str], cores: int, expected: int) -> None:
+    assert threads_per_rank(env, cores=cores)[0] == expected
+
+
+def test_thread_choice_keeps_run_threads_and_reports_once_per_launch() -> None:
+    mpi_rank = {"PMI_RANK": "0", "PMI_SIZE": "2", "MPI_LOCALNRANKS": "2", "OMP_NUM_THREADS": "3"}
+    assert thread_choice(5, mpi_rank) == (5, None)  # run.threads=N > 0 wins, nothing to report
+    threads, note = thread_choice(0, mpi_rank)
+    assert threads == 3 and note is not None and note.startswith("threads: 3 per rank (OMP_NUM_THREADS=3)")
+    assert thread_choice(0, {**mpi_rank, "PMI_RANK": "1"})[1] is None  # other ranks stay quiet
+    assert thread_choice(0, {"OMP_NUM_THREADS": "3"}) == (3, None)  # a process alone says nothing
+    assert launch_rank_and_size(SRUN_4) == (2, 4)
+    assert launch_rank_and_size(BATCH_SCRIPT) == (0, 1)
 
 
 def test_pmix_rank_above_zero_implies_several_ranks() -> None:

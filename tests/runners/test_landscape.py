@@ -182,7 +182,7 @@ def test_bad_input_is_clear_and_leaves_files_untouched(trained: Path, tmp_path: 
 
     with WriterLock(surface):
         proc = effrep(*scan_args(trained, surface, *base), check=False)
-    assert proc.returncode == 1 and "being written by another job" in proc.stderr
+    assert proc.returncode == 2 and "being written by another job" in proc.stderr
     assert surface.read_bytes() == before
     # --overwrite starts over on purpose
     proc = effrep(*scan_args(trained, surface, "landscape.x=-1:1:4", "landscape.y=-1:1:3"), "--overwrite")
