@@ -27,7 +27,7 @@ from torch import nn
 from effrep_hpc.config.base import to_yaml
 from effrep_hpc.config.identity import Scope, check_resume
 from effrep_hpc.errors import UserError
-from effrep_hpc.store.atomic import atomic_write, remove_outputs
+from effrep_hpc.store.atomic import atomic_write, clean_stale_tmp, remove_outputs
 from effrep_hpc.store.curves import MetricsFile
 from effrep_hpc.store.h5 import WriterLock
 
@@ -229,6 +229,10 @@ class TrainingFiles:
         if self.lock is not None:
             self.lock.acquire()  # first: refuse a live writer before reading or deleting anything
         try:
+            if self.lock is not None and checkpoint is not None:
+                for folder in (checkpoint.parent, weights):  # checkpoints and snapshots of writers killed mid-save
+                    if folder is not None:
+                        clean_stale_tmp(folder)
             if checkpoint is not None and checkpoint.exists() and not overwrite:
                 self.state = load_training_state(checkpoint, kind)
                 check_resume(checkpoint, self.state["config"], self.config_yaml, scope)

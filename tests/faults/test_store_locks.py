@@ -151,3 +151,22 @@ def test_writers_clean_their_outputs_tmp_files_on_start(tmp_path: Path, dead_pid
     with locked(sweep, timeout=1):
         pass
     assert not stray.exists()
+
+
+def test_training_removes_stale_temporary_checkpoints_of_killed_writers(tmp_path: Path) -> None:
+    import os
+    import time
+
+    from effrep_hpc.config import Scope, load_config
+    from effrep_hpc.store.checkpoint import TrainingFiles
+
+    stale = tmp_path / ".checkpoint.pt.tmp-999999"  # pid beyond pid_max: not a live process
+    stale.write_bytes(b"half a checkpoint")
+    old = time.time() - 3600
+    os.utime(stale, (old, old))
+    fresh = tmp_path / ".checkpoint.pt.tmp-999998"
+    fresh.write_bytes(b"maybe a writer on another node")
+    cfg = load_config(None, [f"run.out={tmp_path}"])
+    with TrainingFiles(tmp_path / "checkpoint.pt", kind="train", config=cfg, scope=Scope("train", ("train",)), epochs=1):
+        pass
+    assert not stale.exists() and fresh.exists()
