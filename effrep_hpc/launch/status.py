@@ -88,15 +88,22 @@ def surface_status(surface: Path) -> FileStatus:
     damaged = 0
     damage = []
     unchecked = []
+
+    def account(path: Path, size: int, integrity: Any) -> None:
+        """Add one file's (the merged file's or a shard's) non-finite, damaged and unchecked entries."""
+        nonlocal nonfinite, damaged
+        if nonfinite is None:
+            nonfinite = np.zeros(size, bool)
+        nonfinite[integrity.nonfinite] = True
+        damaged += int(integrity.damaged.size)
+        damage.append(_damage_text(path, integrity, masked_kinds().get(str(kind), "points")))
+        if not integrity.checksums:
+            unchecked.append(path)
+
     if surface.exists():
         union, attrs, integrity = _done_mask(surface)
         merged, kind = int(union.sum()), attrs["kind"]
-        nonfinite = np.zeros(union.size, bool)
-        nonfinite[integrity.nonfinite] = True
-        damaged += int(integrity.damaged.size)
-        damage.append(_damage_text(surface, integrity, masked_kinds().get(str(kind), "points")))
-        if not integrity.checksums:
-            unchecked.append(surface)
+        account(surface, union.size, integrity)
     counts = set()
     for shard in shards:
         mask, attrs, integrity = _done_mask(shard)
@@ -105,13 +112,7 @@ def surface_status(surface: Path) -> FileStatus:
             raise ValueError(f"{shard} has {mask.size} entries but {surface} has {union.size}; "
                              "shards of different scans are mixed here")
         union = mask.copy() if union is None else union | mask
-        if nonfinite is None:
-            nonfinite = np.zeros(mask.size, bool)
-        nonfinite[integrity.nonfinite] = True
-        damaged += int(integrity.damaged.size)
-        damage.append(_damage_text(shard, integrity, masked_kinds().get(str(kind), "points")))
-        if not integrity.checksums:
-            unchecked.append(shard)
+        account(shard, mask.size, integrity)
         counts.add(attrs.get("shard_count"))
         parts.append({"path": str(shard), "task": attrs.get("shard_task"), "of": attrs.get("shard_count"),
                       "done": int(mask.sum()), "nonfinite": int(integrity.nonfinite.size),
