@@ -33,7 +33,7 @@ def run(args: list[str], module: str = "effrep_hpc.cli") -> subprocess.Completed
 
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A workspace with a trained digits CNN, a finished 3x3 scan, a text file and an empty directory."""
+    """A workspace with a trained digits CNN, a finished 3x3 scan, a truncated copy of it, a text file and an empty directory."""
     w = tmp_path_factory.mktemp("ws")
     train = run(["train", CFG, f"run.out={w}/train", "train.epochs=1", "train.milestones=[1]", *QUIET])
     assert train.returncode == 0, train.stderr
@@ -41,6 +41,7 @@ def ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 "landscape.y=-1:1:3", "landscape.train_size=64", *QUIET])
     assert scan.returncode == 0, scan.stderr
     (w / "notes.txt").write_text("not an HDF5 file, not a checkpoint, not YAML mapping\n")
+    (w / "truncated.h5").write_bytes((w / "surface.h5").read_bytes()[:20000])  # a copy cut off mid-way
     (w / "empty").mkdir()
     return w
 
@@ -78,6 +79,8 @@ CASES: list[tuple[str, list[str]]] = [
                                             f"landscape.surface={W}/s2.h5", *QUIET]),
     ("landscape: text file as surface", ["landscape", CFG, f"run.out={W}/train", f"landscape.surface={W}/notes.txt",
                                          "landscape.x=-1:1:3", "landscape.y=-1:1:3", *QUIET]),
+    ("landscape: truncated surface resumed", ["landscape", CFG, f"run.out={W}/train", f"landscape.surface={W}/truncated.h5",
+                                              "landscape.x=-1:1:3", "landscape.y=-1:1:3", "landscape.train_size=64", *QUIET]),
     ("landscape: unknown loss", ["landscape", CFG, f"run.out={W}/train", "landscape.loss=hinge"]),
     ("landscape: 2D interpolation", ["landscape", CFG, f"run.out={W}/train", f"landscape.target={W}/train/checkpoint.pt"]),
     ("landscape: resume with another loss", ["landscape", CFG, f"run.out={W}/train", f"landscape.surface={W}/surface.h5",
@@ -114,6 +117,10 @@ CASES: list[tuple[str, list[str]]] = [
     ("quant train: unknown algorithm", ["quant", "train", QCFG, "quant.algorithm=bcc", f"run.out={W}/q2"]),
     ("quant train: zero bits", ["quant", "train", QCFG, "quant.bits=0", f"run.out={W}/q2"]),
     ("quant sweep: repeated bits", ["quant", "sweep", QCFG, "quant.sweep.bits=[1,1]", f"run.out={W}/q2"]),
+    ("quant sweep: text file as the sweep file", ["quant", "sweep", QCFG, f"run.out={W}/q2", f"quant.sweep_file={W}/notes.txt",
+                                                   *QUIET]),
+    ("quant sweep: truncated surface as the sweep file", ["quant", "sweep", QCFG, f"run.out={W}/q2",
+                                                          f"quant.sweep_file={W}/truncated.h5", *QUIET]),
     ("quant export: not a quantized checkpoint", ["quant", "export", f"{W}/train/checkpoint.pt", "-o", f"{W}/packed.pt"]),
     ("quant export: missing checkpoint", ["quant", "export", f"{W}/missing.pt"]),
     ("quant markov: zero grid", ["quant", "markov", "--mu", "1", "--sigma", "1", "--delta", "0", "--lr", "0.1"]),
