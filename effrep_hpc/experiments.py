@@ -43,10 +43,11 @@ class Experiment:
     words: tuple[str, ...]  # CLI words, e.g. ("prune", "sensitivity")
     summary: str  # one line for `effrep --help`
     description: str  # the subcommand's --help text
-    runner: str  # "module:function" taking (cfg, *, overwrite, **flags)
+    runner: str  # "module:function" taking (cfg, *, overwrite, **flags, **fixed)
     sections: tuple[str, ...]  # config sections whose keys --help lists
     show: Optional[str] = None  # "module:function" turning the runner's result into text for the terminal
     flags: tuple[Flag, ...] = ()
+    fixed: tuple[tuple[str, Any], ...] = ()  # keyword arguments the runner always gets, e.g. (("retrain", True),)
     overwrite_help: str = "start over instead of resuming (the existing output is lost)"
     output: Optional[Callable[[Any], Path]] = None  # cfg -> the file a user waits for
     kind: Optional[str] = None  # the output's HDF5 "kind" attribute (merge and status dispatch on it)
@@ -146,7 +147,7 @@ register(Experiment(
     "Rank filters by prune.criterion (prune.strategy independent or greedy), cut the ones of prune.preset and/or\n"
     "prune.ratios, and save the smaller model as <prune.out>/pruned.pt (arch + state_dict). Prints test accuracy,\n"
     "FLOPs, params and the measured speed-up (median forward time at prune.speed_batch_size).",
-    f"{PRUNE}:run_apply", ("prune", "data", "model", "run"), show=f"{PRUNE}:describe",
+    f"{PRUNE}:run_prune", ("prune", "data", "model", "run"), show=f"{PRUNE}:describe", fixed=(("retrain", False),),
     overwrite_help="delete earlier outputs in prune.out first",
 ))
 register(Experiment(
@@ -155,7 +156,7 @@ register(Experiment(
     "for prune.retrain_epochs (40), with train.optimizer / momentum / weight_decay / batch_size.\n"
     "prune.iterations=K prunes in K equal steps, retraining after each. Every epoch is checkpointed, so\n"
     "re-running resumes; the result is <prune.out>/retrained.pt and the table in summary.json.",
-    f"{PRUNE}:run_retrain", ("prune", "train", "data", "model", "run"), show=f"{PRUNE}:describe",
+    f"{PRUNE}:run_prune", ("prune", "train", "data", "model", "run"), show=f"{PRUNE}:describe", fixed=(("retrain", True),),
 ))
 register(Experiment(
     "prune-scratch", ("prune", "scratch"), "Train the pruned architecture from scratch (the paper's baseline).",

@@ -13,7 +13,8 @@ def run_experiment(exp: Experiment, args: argparse.Namespace) -> int:
     from effrep_hpc.cli import load_args
 
     cfg = getattr(args, "loaded_config", None) or load_args(args)  # main loads it before the launch handshake
-    result = exp.load("runner")(cfg, overwrite=args.overwrite, **{f.dest: getattr(args, f.dest) for f in exp.flags})
+    flags = {f.dest: getattr(args, f.dest) for f in exp.flags}
+    result = exp.load("runner")(cfg, overwrite=args.overwrite, **flags, **dict(exp.fixed))
     if exp.show is not None and result is not None:
         text = exp.load("show")(result, cfg)
         if text:

@@ -55,7 +55,7 @@ Build under ``torch.device("meta")`` to count a large net without allocating it.
 from __future__ import annotations
 
 from effrep_hpc.models import mlp, resnet, vgg  # noqa: F401  (importing registers the constructors)
-from effrep_hpc.models.factory import ModelSpec, create_model, list_models, model_spec, register_model
+from effrep_hpc.models.factory import ModelSpec, create_model, list_models, model_spec, rebuild_model, register_model
 from effrep_hpc.models.flops import count_flops_params, count_params, layer_flops
 from effrep_hpc.models.layers import ConvBN, LayerIO, LinearBN, ZooModel
 
@@ -71,5 +71,6 @@ __all__ = [
     "layer_flops",
     "list_models",
     "model_spec",
+    "rebuild_model",
     "register_model",
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from torch import nn
 
@@ -61,3 +61,12 @@ def create_model(name: str, num_classes: int | None = None, **kw: Any) -> nn.Mod
         # A typo in a width key would otherwise surface as a bare TypeError without the valid names.
         raise ValueError(unknown_name_message(f"argument of model {name!r}", unknown[0], accepted))
     return spec.fn(num_classes=spec.num_classes if num_classes is None else num_classes, **kw)
+
+
+def rebuild_model(state: Mapping[str, Any], what: Any = "the checkpoint") -> nn.Module:
+    """The model of a saved payload, built from its ``arch_name`` and ``arch`` spec and loaded with its ``model`` state_dict."""
+    if not state.get("arch_name") or state.get("arch") is None:
+        raise ValueError(f"{what} does not name its architecture (arch_name/arch); it cannot be rebuilt")
+    model = create_model(state["arch_name"], **state["arch"])
+    model.load_state_dict(state["model"])
+    return model

@@ -13,7 +13,6 @@ from effrep_hpc.config import RunConfig
 from effrep_hpc.dist import Backend, get_backend
 from effrep_hpc.dist import env as envmod
 from effrep_hpc.errors import UserError
-from effrep_hpc.train.fit import accuracy  # noqa: F401  (re-exported for the runners)
 
 
 def env_world() -> tuple[int, int, int]:
@@ -62,9 +61,15 @@ def progress(total: int, desc: str, *, enabled: bool = True, unit: str = "it", i
                 dynamic_ncols=True, mininterval=0.5)
 
 
-def load_model(path: Path, cfg: Any, device: torch.device, setting: str = "the checkpoint path") -> torch.nn.Module:
-    """Rebuild a checkpoint's model (possibly a pruned one) from its arch spec, checking it is the configured one."""
-    from effrep_hpc.store.checkpoint import load_checkpoint, model_from_payload
+def load_model(
+    path: Path, cfg: Any, device: torch.device, setting: str = "the checkpoint path", num_classes: Optional[int] = None
+) -> torch.nn.Module:
+    """Rebuild a checkpoint's model (possibly a pruned one) from its arch spec, checking it is the configured one.
+
+    With ``num_classes`` (the data's), a classifier for another number of classes is refused too.
+    """
+    from effrep_hpc.models import rebuild_model
+    from effrep_hpc.store.checkpoint import load_checkpoint
 
     state = dict(load_checkpoint(path))
     arch_name = state.get("arch_name") or cfg.model.name
@@ -73,10 +78,13 @@ def load_model(path: Path, cfg: Any, device: torch.device, setting: str = "the c
                          f"set model.name={arch_name} (or point {setting} at a {cfg.model.name} checkpoint)")
     state.update(arch_name=arch_name, arch=dict(state.get("arch") or cfg.model.kwargs))
     try:
-        model = model_from_payload(state, path)
+        model = rebuild_model(state, path)
     except (RuntimeError, KeyError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ValueError(f"checkpoint {path} does not fit a {arch_name} built from {state['arch']}: {first}") from None
+    out_features = getattr(model, "arch", {}).get("num_classes")
+    if num_classes is not None and out_features is not None and int(out_features) != num_classes:
+        raise ValueError(f"the model in {path} predicts {out_features} classes but data {cfg.data.name!r} has {num_classes}")
     return model.to(device).eval()
 
 
@@ -97,17 +105,9 @@ def resolve_path(value: Optional[str], out: str, default_name: str) -> Path:
     return Path(value) if value else Path(out) / default_name
 
 
-def check_classes(model: torch.nn.Module, num_classes: int, path: Path, data: str) -> None:
-    """Refuse a checkpoint whose classifier does not fit the data's classes."""
-    out_features = getattr(model, "arch", {}).get("num_classes")
-    if out_features is not None and int(out_features) != num_classes:
-        raise ValueError(f"the model in {path} predicts {out_features} classes but data {data!r} has {num_classes}")
-
-
 def activation_images(cfg: Any, dataset: Any) -> torch.Tensor:
     """A seeded sample of ``prune.activation_images`` training inputs (what activation criteria measure)."""
-    from effrep_hpc.data.base import seeded_generator
+    from effrep_hpc.data.base import seeded_subset
 
     n = min(cfg.prune.activation_images, dataset.num_train)
-    idx = torch.randperm(dataset.num_train, generator=seeded_generator(cfg.prune.seed, "prune-activations"))[:n]
-    return dataset.x_train[idx.sort().values.to(dataset.device)]
+    return seeded_subset(dataset.x_train, dataset.y_train, n, seed=cfg.prune.seed, stream="prune-activations", what="images")[0]

@@ -20,7 +20,7 @@ from effrep_hpc.dist.env import local_rank
 from effrep_hpc.landscape import directions as D
 from effrep_hpc.landscape.evaluate import EvalData, evaluate_points, plan_points_per_pass, prepare_layout, subset
 from effrep_hpc.landscape.grid import grid_points, make_tiles, parse_axis
-from effrep_hpc.runners.common import check_classes, dataset_from_config, load_model, resolve_path, setup_runtime
+from effrep_hpc.runners.common import dataset_from_config, load_model, resolve_path, setup_runtime
 from effrep_hpc.runners.driver import Job, backend_for, open_output, run_job, setup_guard
 from effrep_hpc.store.surface import SurfaceSpec, SurfaceWriter
 
@@ -72,10 +72,6 @@ def eval_data(cfg: Config, dataset: Any) -> EvalData:
     return EvalData(x_train, y_train, *((dataset.x_test, dataset.y_test) if L.test else ()))
 
 
-def _numpy(d: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
-    return {k: v.detach().cpu().numpy() for k, v in d.items()}
-
-
 def auto_tile(pending: int, ranks: int, k: int) -> int:
     """Tiles big enough that a message is negligible, small enough for 8 tiles per rank (load balance)."""
     tile = max(1, min(MAX_AUTO_TILE, -(-pending // (8 * ranks))))
@@ -95,16 +91,15 @@ def run_landscape(cfg: Config, *, overwrite: bool = False) -> Optional[Path]:
         device = setup_runtime(cfg.run, local_rank())
         x_axis, y_axis = parse_axis(L.x), parse_axis(L.y) if L.y is not None else None
         checkpoint = resolve_path(L.checkpoint, cfg.run.out, "checkpoint.pt")
-        model = load_model(checkpoint, cfg, device, "landscape.checkpoint")
         dataset = dataset_from_config(cfg, device)
-        check_classes(model, dataset.num_classes, checkpoint, cfg.data.name)
+        model = load_model(checkpoint, cfg, device, "landscape.checkpoint", dataset.num_classes)
         w0 = {n: p.detach().clone() for n, p in model.named_parameters()}
         dirs = build_directions(cfg, model, device)
         spec = SurfaceSpec(
             x=x_axis, y=y_axis, metrics=["train_loss", "train_acc"] + (["test_loss", "test_acc"] if L.test else []),
             config_yaml=to_yaml(cfg), model_hash=D.weights_hash(model),  # BN running statistics shape the surface too
-            directions_hash=D.direction_hash([dirs.x, dirs.y]),
-            directions={"x": _numpy(dirs.x), **({"y": _numpy(dirs.y)} if dirs.y is not None else {})}, attrs=dict(dirs.attrs),
+            directions_hash=D.direction_hash([dirs.x, dirs.y]), attrs=dict(dirs.attrs),
+            directions={a: {k: v.detach().cpu().numpy() for k, v in d.items()} for a, d in (("x", dirs.x), ("y", dirs.y)) if d},
         )
         data = prepare_layout(model, eval_data(cfg, dataset))  # once per scan, not per tile
         k = plan_points_per_pass(

@@ -15,7 +15,7 @@ from torch import nn
 
 from effrep_hpc.config import Config, Scope, to_yaml
 from effrep_hpc.dist.env import local_rank
-from effrep_hpc.models import count_flops_params, create_model
+from effrep_hpc.models import count_flops_params, create_model, rebuild_model
 from effrep_hpc.prune.cost import compare_costs, ratios_for
 from effrep_hpc.prune.groups import prune_groups, resolve_ratios
 from effrep_hpc.prune.names import is_activation_criterion
@@ -25,7 +25,7 @@ from effrep_hpc.prune.timing import measured_speedup
 from effrep_hpc.runners import common
 from effrep_hpc.runners.train import TrainingRun, outputs_text, run_train, step_rule
 from effrep_hpc.store.atomic import remove_outputs
-from effrep_hpc.store.checkpoint import load_checkpoint, model_from_payload, model_payload, save_checkpoint
+from effrep_hpc.store.checkpoint import load_checkpoint, model_payload, save_checkpoint
 from effrep_hpc.store.summary import format_summary, read_summary, update_summary  # noqa: F401 (format_summary re-exported)
 from effrep_hpc.train.fit import Row, accuracy, augmenter, fit_epochs
 
@@ -80,20 +80,20 @@ def run_prune(cfg: Config, *, retrain: bool, overwrite: bool = False) -> PruneOu
     checkpoint, out = _paths(cfg)
     ckpt, metrics = (out / "checkpoint.pt", out / "metrics.h5") if retrain else (None, None)
     steps, E = (P.iterations if retrain else 1), P.retrain_epochs
-    source = common.load_model(checkpoint, cfg, device, "prune.checkpoint")
     dataset = common.dataset_from_config(cfg, device)
-    common.check_classes(source, dataset.num_classes, checkpoint, cfg.data.name)
+    source = common.load_model(checkpoint, cfg, device, "prune.checkpoint", dataset.num_classes)
     ratios = resolve_ratios(source, plan_ratios(cfg, source))
     widths0 = {g.name: g.width for g in prune_groups(source)}
     images = common.activation_images(cfg, dataset) if is_activation_criterion(P.criterion) else None
     rows: dict[str, dict[str, Any]] = {"original": _row(source, dataset, cfg, speedup=1.0)}
     with TrainingRun(cfg, SCOPE, ckpt, kind="prune-retrain", epochs=steps * E, metrics=metrics, lock=out / "checkpoint.pt",
-                     overwrite=overwrite, fields=("step", "width_fraction"), desc="prune+retrain" if retrain else None) as run:
+                     overwrite=overwrite, fields=("step", "width_fraction"), desc="prune+retrain" if retrain else None,
+                     lr_key="prune.retrain_lr") as run:
         if overwrite:
             remove_outputs(out / "pruned.pt", out / "retrained.pt", out / "summary.json")
         state = run.state
         step, history = (int(state["extra"]["step"]), list(state["extra"]["history"])) if state else (0, [])
-        model = model_from_payload(state).to(device) if state else source
+        model = rebuild_model(state).to(device) if state else source
 
         def retrain_step() -> None:
             frac = sum(g.width for g in prune_groups(model) if g.name in ratios) / max(1, sum(widths0[g] for g in ratios))
@@ -115,7 +115,7 @@ def run_prune(cfg: Config, *, retrain: bool, overwrite: bool = False) -> PruneOu
             if retrain:
                 retrain_step()
 
-    pruned = model_from_payload(load_checkpoint(out / "pruned.pt"), out / "pruned.pt").to(device)
+    pruned = rebuild_model(load_checkpoint(out / "pruned.pt"), out / "pruned.pt").to(device)
     x, n = dataset.x_test, P.speed_batch_size  # the speed batch: test inputs, repeated when there are fewer
     x_speed = x.repeat(-(-n // x.shape[0]), *([1] * (x.dim() - 1)))[:n].contiguous()
     costs = compare_costs(source, pruned, dataset.input_shape)
@@ -131,16 +131,6 @@ def run_prune(cfg: Config, *, retrain: bool, overwrite: bool = False) -> PruneOu
     return PruneOutputs(out, out / "pruned.pt", ckpt, metrics, out / "summary.json", rows)
 
 
-def run_apply(cfg: Config, *, overwrite: bool = False) -> PruneOutputs:
-    """Prune the checkpoint of ``cfg`` once, without retraining."""
-    return run_prune(cfg, retrain=False, overwrite=overwrite)
-
-
-def run_retrain(cfg: Config, *, overwrite: bool = False) -> PruneOutputs:
-    """Prune the checkpoint of ``cfg`` (once or iteratively) and retrain it; resumable."""
-    return run_prune(cfg, retrain=True, overwrite=overwrite)
-
-
 def run_scratch(cfg: Config, *, overwrite: bool = False) -> PruneOutputs:
     """Train the pruned architecture from random weights with the ``train`` section (resumable)."""
     P = cfg.prune
@@ -154,7 +144,7 @@ def run_scratch(cfg: Config, *, overwrite: bool = False) -> PruneOutputs:
         train=dataclasses.replace(cfg.train, keep_every=0),
     ), overwrite=overwrite)
     device = common.setup_runtime(cfg.run, local_rank())
-    model = model_from_payload(load_checkpoint(result.checkpoint), result.checkpoint).to(device)
+    model = rebuild_model(load_checkpoint(result.checkpoint), result.checkpoint).to(device)
     rows = {"scratch": _row(model, common.dataset_from_config(cfg, device), cfg, epochs=cfg.train.epochs)}
     update_summary(out / "summary.json", rows)
     return PruneOutputs(out, None, result.checkpoint, result.metrics, out / "summary.json", rows)

@@ -15,12 +15,13 @@ from typing import Any, Optional
 import torch
 
 from effrep_hpc.config import Config, Scope
-from effrep_hpc.models import model_spec
+from effrep_hpc.models import model_spec, rebuild_model
 from effrep_hpc.quant.algorithms import QuantizedOptimizer
-from effrep_hpc.quant.pack import PackedSize
+from effrep_hpc.quant.pack import PackedSize, pack_state, packed_size, unpack_state
+from effrep_hpc.quant.spec import ALGORITHMS
 from effrep_hpc.runners.common import dataset_from_config, setup_runtime
 from effrep_hpc.runners.train import TrainingRun, TrainOutputs, describe, seeded_model, step_rule  # noqa: F401 (describe: the CLI's)
-from effrep_hpc.store.checkpoint import load_packed, write_packed  # noqa: F401 (load_packed re-exported)
+from effrep_hpc.store.checkpoint import CheckpointError, load_packed_state, load_training_state, save_packed
 from effrep_hpc.store.sweep import HIST_BINS, HIST_LIMIT, RunRecord
 from effrep_hpc.train.fit import DivergedError, change_probe  # noqa: F401 (DivergedError re-exported)
 
@@ -73,10 +74,24 @@ class ExportReport(PackedSize):
     max_abs_diff: float
 
 
+def load_packed(path: str | Path) -> torch.nn.Module:
+    """The model of a packed file of `quant export`, its weights unpacked bit for bit (eval mode, on the CPU)."""
+    state = load_packed_state(path)
+    return rebuild_model({**state, "model": unpack_state(state["packed"], state["float"])}, path).eval()
+
+
 def export_packed(checkpoint: str | Path, out: Optional[str | Path] = None, *, check_batch: int = 64) -> ExportReport:
     """Pack the quantized layers of a `quant train`/`quant sweep` checkpoint; verify the reload is exact."""
-    path, model, sizes = write_packed(checkpoint, out)
+    checkpoint = Path(checkpoint)
+    state = load_training_state(checkpoint, "quant")
+    info, model = state["extra"]["quant"], rebuild_model(state, checkpoint).eval()
+    if not ALGORITHMS[info["algorithm"]].quantized:
+        raise CheckpointError(f"{checkpoint} is an {info['algorithm']} (float) run: only bc/sr/r runs have weights to pack")
+    packed, rest = pack_state(model.state_dict(), info["layers"], int(info["bits"]))
+    path = save_packed(out or checkpoint.with_name(f"{checkpoint.stem}.packed.pt"), state, packed, rest,
+                       algorithm=info["algorithm"], bits=int(info["bits"]))
     x = torch.randn(check_batch, *model_spec(str(model.arch_name)).input_shape, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         a, b = model(x), load_packed(path)(x)
-    return ExportReport(**vars(sizes), path=path, identical=bool(torch.equal(a, b)), max_abs_diff=float((a - b).abs().max()))
+    same, diff = bool(torch.equal(a, b)), float((a - b).abs().max())
+    return ExportReport(**vars(packed_size(packed, rest)), path=path, identical=same, max_abs_diff=diff)

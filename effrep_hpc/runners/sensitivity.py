@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from effrep_hpc.config import Config, Scope, to_yaml
-from effrep_hpc.data.base import seeded_generator
+from effrep_hpc.data.base import seeded_subset
 from effrep_hpc.dist.env import local_rank
 from effrep_hpc.landscape.directions import weights_hash
 from effrep_hpc.prune.criteria import criterion_name, is_activation_criterion
@@ -26,7 +26,9 @@ from effrep_hpc.prune.select import group_scores
 from effrep_hpc.prune.sensitivity import cell_seed, layer_facts, prune_one
 from effrep_hpc.runners import common
 from effrep_hpc.runners.driver import Job, backend_for, open_output, run_job, setup_guard
+from effrep_hpc.runners.prune import retrain
 from effrep_hpc.store.sensitivity import SensitivitySpec, SensitivityWriter
+from effrep_hpc.train.fit import accuracy
 
 
 @dataclass
@@ -53,20 +55,15 @@ def evaluate_cell(ctx: SensitivityContext, layer: int, ratio: int, crit: int) ->
     if P.sensitivity_retrain_epochs > 0:
         flat = (layer * len(spec.ratios) + ratio) * len(spec.criteria) + crit
         generator = torch.Generator().manual_seed(cell_seed(ctx.cfg.train.seed, flat))
-        from effrep_hpc.runners.prune import retrain
-
         retrain(model, ctx.cfg, ctx.dataset, epochs=P.sensitivity_retrain_epochs, generator=generator)
-    return common.accuracy(model, ctx.x_eval, ctx.y_eval, batch_size=P.eval_batch_size, loss=ctx.cfg.train.loss)
+    return accuracy(model, ctx.x_eval, ctx.y_eval, batch_size=P.eval_batch_size, loss=ctx.cfg.train.loss)
 
 
 def _eval_split(cfg: Config, dataset: Any) -> tuple[Tensor, Tensor]:
     P = cfg.prune
     x, y = (dataset.x_test, dataset.y_test) if P.eval_split == "test" else (dataset.x_train, dataset.y_train)
-    if P.eval_size is not None and P.eval_size < len(y):
-        idx = torch.randperm(len(y), generator=seeded_generator(cfg.data.seed, f"prune-eval-{P.eval_split}"))
-        idx = idx[: P.eval_size].sort().values.to(x.device)
-        x, y = x[idx], y[idx]
-    return x, y
+    size = None if P.eval_size is None else min(P.eval_size, len(y))  # more than there are: all of them
+    return seeded_subset(x, y, size, seed=cfg.data.seed, stream=f"prune-eval-{P.eval_split}", what="prune.eval_size")
 
 
 def sensitivity_spec(
@@ -75,8 +72,8 @@ def sensitivity_spec(
     """The scan's axes and per-layer facts for ``model`` (criteria in canonical spelling)."""
     P = cfg.prune
     groups = prune_groups(model)
-    chosen = groups if P.layers is None else list({resolve_layer(model, groups, k).name: resolve_layer(model, groups, k)
-                                                   for k in P.layers}.values())
+    picked = [resolve_layer(model, groups, k) for k in P.layers or []]  # a layer named twice is scanned once
+    chosen = groups if P.layers is None else list({g.name: g for g in picked}.values())
     criteria = [criterion_name(c) for c in P.sensitivity_criteria]
     if len(set(criteria)) != len(criteria):
         raise ValueError(f"prune.sensitivity_criteria names a criterion twice: {P.sensitivity_criteria}")
@@ -109,11 +106,10 @@ def run_sensitivity(cfg: Config, *, overwrite: bool = False) -> Optional[Path]:
     with setup_guard(backend):  # every rank's setup has worked before any rank waits for another
         device = common.setup_runtime(cfg.run, local_rank())
         checkpoint = common.resolve_path(P.checkpoint, cfg.run.out, "checkpoint.pt")
-        model = common.load_model(checkpoint, cfg, device, "prune.checkpoint")
         dataset = common.dataset_from_config(cfg, device)
-        common.check_classes(model, dataset.num_classes, checkpoint, cfg.data.name)
+        model = common.load_model(checkpoint, cfg, device, "prune.checkpoint", dataset.num_classes)
         x_eval, y_eval = _eval_split(cfg, dataset)
-        baseline = common.accuracy(model, x_eval, y_eval, batch_size=P.eval_batch_size, loss=cfg.train.loss)
+        baseline = accuracy(model, x_eval, y_eval, batch_size=P.eval_batch_size, loss=cfg.train.loss)
         spec = sensitivity_spec(cfg, model, baseline, tuple(dataset.input_shape))
         images = common.activation_images(cfg, dataset) if any(map(is_activation_criterion, spec.criteria)) else None
         ctx = SensitivityContext(model, spec, x_eval, y_eval, dataset, cfg, images)

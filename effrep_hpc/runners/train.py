@@ -93,13 +93,13 @@ class TrainingRun(TrainingFiles):
     """One resumable training run: its files (store/checkpoint.py), data-order generator, progress bar and loop."""
 
     def __init__(self, cfg: Config, scope: Scope, checkpoint: Optional[Path], *, epochs: int, fields: tuple[str, ...] = (),
-                 desc: Optional[str] = None, **files: Any) -> None:
-        """``files``: kind, metrics, weights, overwrite, writer, lock (see TrainingFiles); ``desc`` names the bar (or None)."""
+                 desc: Optional[str] = None, lr_key: str = "train.lr", **files: Any) -> None:
+        """``files`` go to TrainingFiles; ``desc`` names the bar (None: no bar); ``lr_key``: what a divergence says to lower."""
         super().__init__(checkpoint, config=cfg, scope=scope, epochs=epochs, fields=[*ROW_FIELDS, *fields],
                          keep_every=cfg.train.keep_every, **files)
         self.cfg, self.resumed_from = cfg, 0
         self.generator = torch.Generator().manual_seed(cfg.train.seed)
-        self.desc, self.total = desc, epochs
+        self.desc, self.total, self.lr_key = desc, epochs, lr_key
         self.bar: Any = None  # created when training starts, so its rate and ETA leave data loading out
 
     def close(self) -> None:
@@ -130,8 +130,7 @@ class TrainingRun(TrainingFiles):
         def on_epoch(epoch: int, row: Row) -> None:
             row.update(label(epoch) if label is not None else {})
             self.add_row(row)
-            check_finite(row, self.curves, resumed_from=start, batch_size=t.batch_size, tag=tag,
-                         lr_key="prune.retrain_lr" if self.kind == "prune-retrain" else "train.lr")
+            check_finite(row, self.curves, resumed_from=start, batch_size=t.batch_size, tag=tag, lr_key=self.lr_key)
             self.snapshot(model, epoch + 1, last=epoch + 1 == epochs)
             self.save(model, optimizer, scheduler, self.generator, epoch=epoch + 1, extra=extra() if extra is not None else None)
             self.bar.set_postfix(loss=f"{row['train_loss']:.3f}", test_acc=f"{row['test_acc']:.1f}", refresh=False)

@@ -5,7 +5,8 @@ pruned or quantized model is rebuilt from its ``arch`` spec plus its state_dict,
 
 Every payload starts as a *model payload* (:func:`model_payload`): ``kind``, ``arch_name``, ``arch``,
 ``model`` (the state_dict), ``config`` (YAML) plus fields of its own; weight snapshots, pruned and
-retrained models, and packed models are such payloads. Every kind of training (plain, prune-retrain,
+retrained models, and packed models (`effrep quant export`) are such payloads; the models layer rebuilds a
+model from one (``models.rebuild_model``). Every kind of training (plain, prune-retrain,
 quantized) writes the one *training state* (:func:`training_payload`) on top of that: optimizer,
 schedule, data-order generator, torch RNG, the finished epoch, the per-epoch curves and the final row,
 and an ``extra`` dict for what one kind needs besides (the prune step and history, the quantized
@@ -19,7 +20,7 @@ import errno
 import re
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence, TypeVar, Union
+from typing import Any, Mapping, Optional, Sequence, TypeVar, Union
 
 import torch
 from torch import nn
@@ -33,9 +34,7 @@ from effrep_hpc.store.h5 import WriterLock
 
 FORMAT = "effrep-checkpoint"
 FORMAT_VERSION = 1
-if TYPE_CHECKING:
-    from effrep_hpc.quant.pack import PackedSize
-
+PACKED = "quant-packed"  # the kind of a packed model
 _Files = TypeVar("_Files", bound="TrainingFiles")
 TRAINING_KEYS = ("model", "optimizer", "scheduler", "generator", "torch_rng", "epoch", "config", "curves", "extra")
 
@@ -119,17 +118,6 @@ def model_payload(kind: str, model: nn.Module, config_yaml: str, **fields: Any) 
     }
 
 
-def model_from_payload(state: Mapping[str, Any], what: Any = "the checkpoint") -> nn.Module:
-    """Rebuild the model of a payload from its arch spec and state_dict (on the CPU)."""
-    from effrep_hpc.models import create_model
-
-    if not state.get("arch_name") or state.get("arch") is None:
-        raise CheckpointError(f"{what} does not name its architecture (arch_name/arch); it cannot be rebuilt")
-    model = create_model(state["arch_name"], **state["arch"])
-    model.load_state_dict(state["model"])
-    return model
-
-
 def training_payload(
     kind: str,
     model: nn.Module,
@@ -173,32 +161,18 @@ def load_training_state(path: str | Path, kind: str) -> dict[str, Any]:
     return state
 
 
-def write_packed(checkpoint: str | Path, out: Optional[str | Path] = None) -> tuple[Path, nn.Module, PackedSize]:
-    """Store a quant checkpoint's quantized layers packed (quant/pack.py) in ``out``: (path, the model, its PackedSize)."""
-    from effrep_hpc.quant.pack import pack_state, packed_size
-    from effrep_hpc.quant.spec import ALGORITHMS
-
-    checkpoint = Path(checkpoint)
-    state = load_training_state(checkpoint, "quant")
-    info = state["extra"]["quant"]
-    if not ALGORITHMS[info["algorithm"]].quantized:
-        raise CheckpointError(f"{checkpoint} is an {info['algorithm']} (float) run: only bc/sr/r runs have weights to pack")
-    model = model_from_payload(state, checkpoint).eval()
-    packed, rest = pack_state(model.state_dict(), info["layers"], int(info["bits"]))
-    payload = {"kind": "quant-packed", "arch_name": state["arch_name"], "arch": state["arch"], "packed": packed, "float": rest,
-               "algorithm": info["algorithm"], "bits": int(info["bits"])}
-    path = save_checkpoint(Path(out) if out else checkpoint.with_name(f"{checkpoint.stem}.packed.pt"), payload)
-    return path, model, packed_size(packed, rest)
+def save_packed(path: str | Path, source: Mapping[str, Any], packed: Any, rest: Any, **fields: Any) -> Path:
+    """Write a packed model (`effrep quant export`): ``source``'s arch spec, the packed weights and the float rest."""
+    payload = {"kind": PACKED, "arch_name": source["arch_name"], "arch": source["arch"], "packed": packed, "float": rest}
+    return save_checkpoint(path, {**payload, **fields})
 
 
-def load_packed(path: str | Path) -> nn.Module:
-    """Rebuild the model of a :func:`write_packed` file, its weights unpacked bit for bit (eval mode, on the CPU)."""
-    from effrep_hpc.quant.pack import unpack_state
-
+def load_packed_state(path: str | Path) -> dict[str, Any]:
+    """The payload of a file written by :func:`save_packed`; CheckpointError for any other file."""
     state = load_checkpoint(path)
-    if state.get("kind") != "quant-packed":
+    if state.get("kind") != PACKED:
         raise CheckpointError(f"{path} is not a packed model (kind={state.get('kind')!r}); write one with `effrep quant export`")
-    return model_from_payload({**state, "model": unpack_state(state["packed"], state["float"])}, path).eval()
+    return state
 
 
 class TrainingFiles:

@@ -193,7 +193,7 @@ def check_integrity(f: h5py.File) -> Integrity:
     done = np.asarray(f["done"][()], dtype=bool).reshape(-1)
     flat = np.flatnonzero(done)
     values = _done_values(f, flat)
-    nonfinite = flat[~np.isfinite(values).all(axis=1)] if values.size else flat[:0]
+    nonfinite = _nonfinite(flat, values)
     damaged = flat[:0]
     checksums = CHECKSUM in f
     if checksums and flat.size:
@@ -206,11 +206,15 @@ def check_integrity(f: h5py.File) -> Integrity:
     return Integrity(int(done.size), int(flat.size), checksums, directions, damaged, nonfinite)
 
 
+def _nonfinite(flat: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """The entries of ``flat`` whose row of ``values`` holds a NaN or inf."""
+    return flat[~np.isfinite(values).all(axis=1)] if values.size else flat[:0]
+
+
 def nonfinite_entries(f: h5py.File) -> np.ndarray:
     """Flat indices of the done entries of an open file that hold a NaN or inf value."""
     flat = np.flatnonzero(np.asarray(f["done"][()], dtype=bool).reshape(-1))
-    values = _done_values(f, flat)
-    return flat[~np.isfinite(values).all(axis=1)] if values.size else flat[:0]
+    return _nonfinite(flat, _done_values(f, flat))
 
 
 def clear_entries(f: h5py.File, flat: np.ndarray) -> None:

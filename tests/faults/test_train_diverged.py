@@ -67,12 +67,12 @@ def test_quant_train_raises_diverged_after_its_last_good_checkpoint(tmp_path: Pa
 
 
 def test_prune_retrain_names_the_retrain_learning_rate(tmp_path: Path) -> None:
-    from effrep_hpc.runners.prune import run_retrain
+    from effrep_hpc.runners.prune import run_prune
 
     base = ["data.name=digits", "model.name=digits_vgg", "run.progress=false", "run.threads=1", f"run.out={tmp_path}"]
     run_train(load_config(None, [*base, "train.epochs=1", "train.keep_every=0"]))
     cfg = load_config(None, [*base, "prune.ratios={features.0: 0.5}", "prune.retrain_epochs=2", "prune.retrain_lr=1e9"])
     with pytest.raises(DivergedError, match=r"in epoch 1 \(lr 1e\+09, batch \d+\); lower prune\.retrain_lr$") as info:
-        run_retrain(cfg)
+        run_prune(cfg, retrain=True)
     assert info.value.exit_code == 3
     assert not (tmp_path / "pruned" / "checkpoint.pt").exists(), "no checkpoint of a diverged epoch"

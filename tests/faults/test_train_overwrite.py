@@ -151,10 +151,10 @@ def test_quant_train_overwrite_refuses_a_live_writer_before_deleting(tmp_path: P
 
 
 def test_prune_retrain_overwrite_refuses_a_live_writer_before_deleting(tmp_path: Path) -> None:
-    from effrep_hpc.runners.prune import run_retrain
+    from effrep_hpc.runners.prune import run_prune
 
     base = ["data.name=digits", "model.name=digits_vgg", "run.progress=false", "run.threads=1", f"run.out={tmp_path}"]
     run_train(load_config(None, [*base, "train.epochs=1", "train.keep_every=0"]))
     cfg = load_config(None, [*base, "prune.ratios={features.0: 0.5}", "prune.retrain_epochs=1"])
-    out = run_retrain(cfg).out
-    assert_refused_under_a_live_writer(out, out / "checkpoint.pt", lambda: run_retrain(cfg, overwrite=True))
+    out = run_prune(cfg, retrain=True).out
+    assert_refused_under_a_live_writer(out, out / "checkpoint.pt", lambda: run_prune(cfg, retrain=True, overwrite=True))
