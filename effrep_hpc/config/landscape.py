@@ -24,6 +24,11 @@ class LandscapeConfig:
     target: Optional[str] = result(None)  # second checkpoint: 1D interpolation along model2 - model1
     plane: Optional[list[str]] = result(None)  # two more checkpoints: the plane through three models
     directions: Optional[str] = result(None)  # reuse directions from this file (ours or the original format)
+    # BN statistics: eval = the running statistics of each point, in eval mode: with target/plane they are
+    # interpolated between the models like the weights (so x=1 is the target model, statistics included),
+    # along random directions they stay the centre model's; recompute = re-estimated at each point from
+    # bn_batches training batches; train = batch statistics. The surface's `bn_statistics` attribute says
+    # which ("interpolated", "centre model", "recomputed", "batch"; "none" without BN layers).
     bn: Literal["eval", "recompute", "train"] = result("eval")
     bn_batches: int = result(10)
     loss: Literal["ce", "mse"] = result("ce")

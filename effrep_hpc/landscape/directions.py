@@ -1,9 +1,16 @@
 """Directions in weight space for loss-landscape plots (Li et al., NeurIPS 2018).
 
 A direction is an ordered dict ``parameter name -> tensor`` with exactly the names and shapes of
-``model.named_parameters()``, in that order. Buffers (BatchNorm running statistics, counters) are not
-part of a direction: they stay at the centre model's values while the parameters move, and the BN
-policy of the evaluation (``landscape.evaluate``) says how they are used.
+``model.named_parameters()``, in that order. A direction between models (``target_direction``,
+``plane_directions`` with ``buffers=True``) also carries the differences of the models' BatchNorm
+running statistics (``<bn>.running_mean``, ``<bn>.running_var``; the original code's "states"
+directions), after the parameters, so that the point at a model's coordinates *is* that model, its
+statistics included; ``num_batches_tracked`` never moves (it does not change an eval-mode forward).
+Random directions move parameters only: the buffers stay at the centre model's values. The BN policy
+of the evaluation (``landscape.evaluate``) says how the statistics are used. Directions between models
+are float64 differences (exact for float32 models); points are combined in the widest dtype of the
+weights and directions and rounded once (``widest_precision``), so a model's coordinates give back
+exactly its weights and statistics.
 
 Random directions are drawn on the CPU from a ``torch.Generator`` seeded per direction, one tensor per
 parameter in order, so a seed gives the same direction on any device and any number of ranks; they are
@@ -34,6 +41,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from effrep_hpc.registry import unknown_name_message
 
@@ -169,13 +177,60 @@ def same_direction(x: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return {k: v.clone() for k, v in x.items()}
 
 
+RUNNING_STATS: tuple[str, ...] = ("running_mean", "running_var")
+
+
+def is_running_stat(name: str) -> bool:
+    """Whether a state_dict entry name is a BatchNorm running mean or variance (what a direction may move)."""
+    return name.rsplit(".", 1)[-1] in RUNNING_STATS
+
+
+def running_stats(source: nn.Module | Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Detached copies of the BN running means and variances of a model (or a state dict), in state_dict order."""
+    if isinstance(source, nn.Module):
+        out: dict[str, Tensor] = {}
+        for mod_name, m in source.named_modules():
+            if isinstance(m, _BatchNorm) and m.track_running_stats:
+                for b_name in RUNNING_STATS:
+                    b = getattr(m, b_name, None)
+                    if b is not None:
+                        out[f"{mod_name}.{b_name}" if mod_name else b_name] = b.detach().clone()
+        return out
+    return {k: v.detach().clone() for k, v in source.items() if is_running_stat(k) and v.is_floating_point()}
+
+
+def _buffer_difference(b1: Mapping[str, Tensor], b2: Mapping[str, Tensor], what: str) -> dict[str, Tensor]:
+    only = sorted(set(b1) ^ set(b2))
+    if only:
+        raise ValueError(f"{what} does not have the BN running statistics of the first (e.g. {only[0]!r} differs)")
+    for k, v in b1.items():
+        if tuple(b2[k].shape) != tuple(v.shape):
+            raise ValueError(f"{what} entry {k!r} has shape {tuple(b2[k].shape)}, expected {tuple(v.shape)}")
+    return {k: _difference(v, b2[k]) for k, v in b1.items()}
+
+
+def _difference(a: Tensor, b: Tensor) -> Tensor:
+    """``b - a`` in float64 (at least): exact for float32 and narrower tensors, so ``a + 1*(b - a)`` is b again."""
+    wide = torch.promote_types(a.dtype, torch.float64)
+    return (b.detach().to(a.device, wide) - a.detach().to(wide)).detach()
+
+
 def target_direction(
-    w1: nn.Module | Mapping[str, Tensor], w2: nn.Module | Mapping[str, Tensor]
+    w1: nn.Module | Mapping[str, Tensor], w2: nn.Module | Mapping[str, Tensor], *, buffers: bool = False
 ) -> dict[str, Tensor]:
-    """``w2 - w1``: the 1D interpolation direction from model 1 (at 0) to model 2 (at 1)."""
-    w1, w2 = _as_weights(w1), _as_weights(w2)
-    check_compatible(w1, w2, what="second model")
-    return {k: (w2[k].to(v.device, v.dtype) - v).detach() for k, v in w1.items()}
+    """``w2 - w1``: the 1D interpolation direction from model 1 (at 0) to model 2 (at 1).
+
+    The differences are float64 (exact for float32 models), and the evaluation combines points in the
+    widest dtype of weights and directions before rounding once, so x = 1 is exactly w2. With
+    ``buffers=True`` the differences of the BN running statistics follow the parameters' (both models
+    given as modules or full state dicts), so the statistics are interpolated too.
+    """
+    p1, p2 = _as_weights(w1), _as_weights(w2)
+    check_compatible(p1, p2, what="second model")
+    out = {k: _difference(v, p2[k]) for k, v in p1.items()}
+    if buffers:
+        out.update(_buffer_difference(running_stats(w1), running_stats(w2), "second model"))
+    return out
 
 
 def _dot(a: Mapping[str, Tensor], b: Mapping[str, Tensor]) -> float:
@@ -188,19 +243,29 @@ def plane_directions(
     w3: nn.Module | Mapping[str, Tensor],
     *,
     orthogonalize: bool = False,
+    buffers: bool = False,
 ) -> tuple[dict[str, Tensor], dict[str, Tensor], np.ndarray]:
     """The plane through three models, centred at ``w1``: returns ``(x, y, coords)``.
 
     ``x = w2 - w1`` and ``y = w3 - w1``; ``coords`` is a (3, 2) array with the (a, b) coordinates of
     w1, w2, w3, i.e. ``[[0, 0], [1, 0], [0, 1]]``. With ``orthogonalize=True`` y is made orthogonal to x
     (Gram-Schmidt) and rescaled to ``||x||``, so plot distances are proportional to weight-space
-    distances; w3 then sits at ``(<w3-w1, x>/||x||^2, ||y_perp||/||x||)``.
+    distances; w3 then sits at ``(<w3-w1, x>/||x||^2, ||y_perp||/||x||)``. With ``buffers=True`` x and y
+    also carry the BN running statistics' differences, transformed like the parameters' (the same
+    Gram-Schmidt coefficients, not orthogonalized on their own), so every model's statistics sit at
+    its coordinates too.
     """
     x = target_direction(w1, w2)
     v = target_direction(w1, w3)
+    xb: dict[str, Tensor] = {}
+    vb: dict[str, Tensor] = {}
+    if buffers:
+        b1 = running_stats(w1)
+        xb = _buffer_difference(b1, running_stats(w2), "second model")
+        vb = _buffer_difference(b1, running_stats(w3), "third model")
     coords = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
     if not orthogonalize:
-        return x, v, coords
+        return {**x, **xb}, {**v, **vb}, coords
     xx = _dot(x, x)
     if xx == 0.0:
         raise ValueError("the first two models are identical: no x direction to span a plane")
@@ -211,8 +276,10 @@ def plane_directions(
         raise ValueError("the three models are (nearly) collinear: they do not span a plane")
     scale = (xx / yy) ** 0.5
     y = {k: (y_perp[k] * scale).to(x[k].dtype) for k in x}
+    # The statistics are the same affine function of (a, b) as the parameters: w3's sit at w3's coordinates.
+    y.update({k: ((vb[k].double() - c * xb[k].double()) * scale).to(t.dtype) for k, t in xb.items()})
     coords[2] = [c, 1.0 / scale]
-    return x, y, coords
+    return {**x, **xb}, y, coords
 
 
 def _coefficient(cache: dict, c: float | Tensor, like: Tensor) -> Tensor:
@@ -249,36 +316,55 @@ def combine(
     return acc
 
 
+def widest_precision(
+    w0: Sequence[Tensor], dirs: Sequence[Sequence[Tensor]]
+) -> tuple[list[Tensor], list[list[Tensor]]]:
+    """w0 and the directions on w0's devices in the widest dtype among them, tensor by tensor (no copy where they agree).
+
+    Points are combined in that dtype and rounded once to the parameters': directions between models
+    are float64 differences, so the point at another model's coordinates is exactly that model.
+    """
+    work = [w.dtype for w in w0]
+    for d in dirs:
+        work = [torch.promote_types(a, t.dtype) if t.is_floating_point() else a for a, t in zip(work, d)]
+    return (
+        [w.detach().to(dt) for w, dt in zip(w0, work)],
+        [[t.to(w.device, dt) for t, w, dt in zip(d, w0, work)] for d in dirs],
+    )
+
+
 def point_weights(
     w0: Mapping[str, Tensor], dirs: Sequence[Mapping[str, Tensor]], coeffs: Sequence[float]
 ) -> dict[str, Tensor]:
-    """The weights ``w0 + sum_k coeffs[k] * dirs[k]`` as a new dict (same rounding as ``set_weights``)."""
+    """The weights ``w0 + sum_k coeffs[k] * dirs[k]`` as a new dict (same rounding as ``set_weights``).
+
+    Computed in the widest dtype of w0 and the directions, then rounded once to w0's dtype.
+    """
     names = list(w0)
     for d in dirs:
         check_compatible(w0, d)
     if not dirs:
         return {n: w0[n].detach().clone() for n in names}
-    lists = [[d[n].to(w0[n].device, w0[n].dtype) for n in names] for d in dirs]
-    return dict(zip(names, combine([w0[n].detach() for n in names], lists, coeffs)))
+    base, lists = widest_precision([w0[n] for n in names], [[d[n] for n in names] for d in dirs])
+    return {n: v.to(w0[n].dtype) for n, v in zip(names, combine(base, lists, coeffs))}
 
 
 @torch.no_grad()
 def set_weights(
     model: nn.Module, w0: Mapping[str, Tensor], dirs: Sequence[Mapping[str, Tensor]], coeffs: Sequence[float]
 ) -> None:
-    """Set the model's parameters in place to ``w0 + sum_k coeffs[k] * dirs[k]`` (always from w0)."""
+    """Set the model's parameters in place to ``w0 + sum_k coeffs[k] * dirs[k]`` (always from w0).
+
+    Computed in the widest dtype of the parameters and the directions, then rounded once.
+    """
     named = list(model.named_parameters())
     params: list[Tensor] = [p for _, p in named]
     reference = dict(named)
     check_compatible(reference, w0, what="w0")
     for d in dirs:
         check_compatible(reference, d)
-    values = combine(
-        [w0[n].to(p.device, p.dtype) for n, p in named],
-        [[d[n].to(p.device, p.dtype) for n, p in named] for d in dirs],
-        coeffs,
-    )
-    torch._foreach_copy_(params, values)
+    base, lists = widest_precision([w0[n].to(p.device) for n, p in named], [[d[n] for n, _ in named] for d in dirs])
+    torch._foreach_copy_(params, combine(base, lists, coeffs))
 
 
 def flatten_directions(direction: Mapping[str, Tensor]) -> Tensor:

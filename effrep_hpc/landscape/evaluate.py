@@ -24,11 +24,21 @@ to the single path, which re-raises it if it is real.
 BN policies (they affect ``_BatchNorm`` modules only; every other module, dropout included, runs in
 eval mode):
 
-- ``eval`` (default): the centre model's running statistics, unchanged along the directions.
+- ``eval`` (default): the running statistics *of the point*, used in eval mode. A direction moves the
+  parameters and, where it has entries for them (``<bn>.running_mean``, ``<bn>.running_var``: the
+  directions between models of ``target_direction``/``plane_directions(buffers=True)``), the running
+  statistics too, ``b0 + a*bx + b*by`` from the model's own (the centre's) with the same coefficients
+  and rounding as the parameters; ``num_batches_tracked`` is kept. So a point at another model's
+  coordinates reproduces that model, statistics included ("interpolated"); along random directions,
+  which have no such entries, the statistics stay the centre model's ("centre model"). Beyond the
+  models (extrapolation) a running variance can become negative; such a point has no defined BN
+  and every value of it is NaN.
 - ``recompute``: at every point the running statistics are re-estimated from the first ``bn_batches``
   training batches as a cumulative average (what ``momentum=None`` does), then used in eval mode.
+  Buffer entries of the directions are not used.
 - ``train``: batch statistics of each evaluation batch (values then depend on ``batch_size``).
-The model's buffers, modes and BN momenta are restored after the call.
+The model's buffers, modes and BN momenta are restored after the call. ``bn_statistics`` names what a
+scan uses, for the surface file.
 
 Determinism (CPU, fixed ``batch_size`` and data order): a point's values depend only on its
 coordinates, the model, the data, ``batch_size``, K, and its *slot* ``point_ids[p] % K`` in the pass --
@@ -53,11 +63,13 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from effrep_hpc.landscape.directions import check_compatible, combine
+from effrep_hpc.landscape.directions import RUNNING_STATS, check_compatible, combine, widest_precision
 from effrep_hpc.registry import unknown_name_message
 from effrep_hpc.train.losses import LOSSES, per_sample_loss
 
 BN_POLICIES: tuple[str, ...] = ("eval", "recompute", "train")
+# What a scan's BN layers normalize with (the surface attribute ``bn_statistics``); "none": no BN layer.
+BN_STATISTICS: tuple[str, ...] = ("interpolated", "centre model", "recomputed", "batch", "none")
 DEFAULT_MEMORY_BUDGET = 2 * 2**30  # bytes of activations one batched pass may use
 MAX_POINTS_PER_PASS = 32  # beyond this the gain is small and a padded last pass costs more
 CPU_BATCHING_BYTES = 2**20  # CPU: batch points only while one point's activations per pass are below this
@@ -132,6 +144,86 @@ def _check_choice(kind: str, value: str, choices: tuple[str, ...]) -> None:
 
 def _bn_modules(model: nn.Module) -> list[_BatchNorm]:
     return [m for m in model.modules() if isinstance(m, _BatchNorm)]
+
+
+def _live_running_stats(model: nn.Module) -> dict[str, Tensor]:
+    """The model's own running means and variances by state_dict name (what a direction may move)."""
+    out: dict[str, Tensor] = {}
+    for mod_name, m in model.named_modules():
+        if isinstance(m, _BatchNorm) and m.track_running_stats:
+            for b_name in RUNNING_STATS:
+                b = getattr(m, b_name, None)
+                if isinstance(b, Tensor):
+                    out[f"{mod_name}.{b_name}" if mod_name else b_name] = b
+    return out
+
+
+def bn_statistics(model: nn.Module, bn: str, directions: Sequence[Mapping[str, Tensor] | None]) -> str:
+    """What the BN layers of a scan normalize with: one of ``BN_STATISTICS`` (for the surface file)."""
+    _check_choice("BN policy", bn, BN_POLICIES)
+    bns = _bn_modules(model)
+    if not bns:
+        return "none"
+    if bn == "train" or not any(m.track_running_stats for m in bns):
+        return "batch"
+    if bn == "recompute":
+        return "recomputed"
+    stats = _live_running_stats(model)
+    moved = any(name in stats for d in directions if d is not None for name in d)
+    return "interpolated" if moved else "centre model"
+
+
+class _Buffers:
+    """The running statistics a scan moves along its directions (bn="eval"): centre values and directions.
+
+    Points get ``b0 + a*bx (+ b*by)`` with the parameters' coefficients and rounding (``combine`` for
+    one point, ``_stack`` for K), so the single and batched paths set bitwise the same statistics.
+    """
+
+    def __init__(self, live: dict[str, Tensor], dirs: list[dict[str, Tensor]]) -> None:
+        self.names = [n for n in live if any(n in d for d in dirs)]
+        self.live = [live[n] for n in self.names]
+        b0 = [t.detach().clone() for t in self.live]
+        bdirs = [[d[n] if n in d else torch.zeros_like(live[n]) for n in self.names] for d in dirs]
+        self.b0, self.dirs = widest_precision(b0, bdirs)  # like the parameters: exact at each model
+        self.var = [i for i, n in enumerate(self.names) if n.endswith("running_var")]
+
+    def __bool__(self) -> bool:
+        return bool(self.names)
+
+    def set_point(self, coeffs: Sequence[Tensor]) -> Tensor:
+        """Set the model's statistics to one point's; returns whether a variance is negative (0-dim bool)."""
+        values = combine(self.b0, self.dirs, list(coeffs))
+        torch._foreach_copy_(self.live, values)
+        return self._negative([values[i].reshape(1, -1) for i in self.var], ())
+
+    def stacked(self, coeffs: Tensor) -> tuple[dict[str, Tensor], Tensor]:
+        """(K, ...) statistics of K points (``coeffs`` (K, ndirs)) and which of them have a negative variance."""
+        values = _stack(self.b0, self.dirs, coeffs)
+        k = coeffs.shape[0]
+        negative = self._negative([values[i].reshape(k, -1) for i in self.var], (k,))
+        return {n: v.to(b.dtype) for n, v, b in zip(self.names, values, self.live)}, negative
+
+    def _negative(self, flat: list[Tensor], shape: tuple[int, ...]) -> Tensor:
+        if not flat:
+            return torch.zeros(shape, dtype=torch.bool, device=self.b0[0].device)
+        return (torch.cat(flat, dim=1) < 0).any(dim=1).reshape(shape)
+
+
+def _split_direction(
+    named: Sequence[tuple[str, Tensor]], stats: Mapping[str, Tensor], d: Mapping[str, Tensor], what: str
+) -> tuple[list[Tensor], dict[str, Tensor]]:
+    """A direction's parameter tensors (in parameter order) and its running-statistics entries, checked."""
+    moved: dict[str, Tensor] = {}
+    for name, t in d.items():
+        if name in stats:
+            if tuple(t.shape) != tuple(stats[name].shape):
+                raise ValueError(
+                    f"{what} tensor {name!r} has shape {tuple(t.shape)}, expected {tuple(stats[name].shape)}"
+                )
+            moved[name] = t.detach().to(stats[name].device, _wider(stats[name].dtype, t.dtype))
+    params = d if not moved else {k: v for k, v in d.items() if k not in moved}
+    return _as_list(named, params, what), moved
 
 
 def _set_modes(model: nn.Module, bn_training: bool) -> None:
@@ -295,12 +387,15 @@ def _activation_bytes_per_sample(model: nn.Module, x: Tensor) -> int:
     return max(1, total[0] // len(x))
 
 
-def _vmap_works(model: nn.Module, bn: str, loss: str, x: Tensor, y: Tensor) -> bool:
-    """Whether a batched pass of two points runs on this model (one tiny forward)."""
+def _vmap_works(model: nn.Module, bn: str, loss: str, x: Tensor, y: Tensor, moving: Sequence[str] = ()) -> bool:
+    """Whether a batched pass of two points runs on this model (one tiny forward); ``moving``: statistics moved in eval."""
     try:
         k = 2
         stacked = {n: p.detach().unsqueeze(0).repeat((k,) + (1,) * p.dim()) for n, p in model.named_parameters()}
         bufs = _bn_buffers(model, k, fresh=bn == "recompute") if bn != "eval" else {}
+        if bn == "eval" and moving:
+            live = _live_running_stats(model)
+            bufs = {n: live[n].detach().unsqueeze(0).repeat((k,) + (1,) * live[n].dim()) for n in moving}
         if bn != "eval":
             _set_bn_momentum(model, 1)
         _set_modes(model, bn_training=bn != "eval")
@@ -320,6 +415,7 @@ def _resolve_k(
     batch_size: int,
     points_per_pass: int | str,
     memory_budget: int | None,
+    moving: Sequence[str] = (),
 ) -> int:
     if points_per_pass != "auto":
         valid = isinstance(points_per_pass, (int, np.integer)) and not isinstance(points_per_pass, bool)
@@ -338,7 +434,7 @@ def _resolve_k(
             k = min(k, CPU_BATCHING_BYTES // per_point)
         k = int(max(1, min(MAX_POINTS_PER_PASS, k)))
     if k >= 2:
-        if not _vmap_works(model, bn, loss, data.x_train[:2], data.y_train[:2]):
+        if not _vmap_works(model, bn, loss, data.x_train[:2], data.y_train[:2], moving):
             k = 1
     return k
 
@@ -385,12 +481,20 @@ class _Sums:
         self.splits = splits
         self.positions: list[np.ndarray] = []
         self.parts: dict[str, list[tuple[Tensor, Tensor]]] = {s: [] for s in splits}
+        self.undefined: list[tuple[np.ndarray, Tensor]] = []
 
-    def add(self, positions: np.ndarray, sums: dict[str, tuple[Tensor, Tensor]]) -> None:
-        """Record sums for ``positions`` (index into the points; -1 marks a padding slot to drop)."""
+    def add(
+        self, positions: np.ndarray, sums: dict[str, tuple[Tensor, Tensor]], undefined: Tensor | None = None
+    ) -> None:
+        """Record sums for ``positions`` (index into the points; -1 marks a padding slot to drop).
+
+        ``undefined`` (bool, one per position) marks points without a defined model: all their values are NaN.
+        """
         self.positions.append(positions)
         for s in self.splits:
             self.parts[s].append(sums[s])
+        if undefined is not None:
+            self.undefined.append((positions, undefined))
 
     def collect(self, n_points: int, sizes: dict[str, int]) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}
@@ -405,6 +509,12 @@ class _Sums:
                 loss[pos[keep]] = losses[keep] / sizes[s]
                 acc[pos[keep]] = 100.0 * correct[keep].astype(np.float64) / sizes[s]
             out[f"{s}_loss"], out[f"{s}_acc"] = loss, acc
+        if self.undefined:
+            where = np.concatenate([p.reshape(-1) for p, _ in self.undefined])
+            flags = torch.cat([u.reshape(-1) for _, u in self.undefined]).cpu().numpy()
+            bad = where[flags & (where >= 0)]
+            for values in out.values():
+                values[bad] = np.nan
         return out
 
 
@@ -423,8 +533,10 @@ def _run_batched(
     loss: str,
     sums: _Sums,
     done: np.ndarray,
+    buffers: _Buffers,
 ) -> None:
     point_fn, forward_fn = _point_fn(model, loss), _forward_fn(model)
+    dtypes = [p.dtype for p in model.parameters()]
     device = w0[0].device
     chunks = _slot_chunks(point_ids[todo], k)
     real = chunks >= 0
@@ -433,9 +545,13 @@ def _run_batched(
     # One host-to-device copy for every pass of the call, so no pass waits on the host.
     chunk_coef = coef[torch.as_tensor(todo[fill], device=coef.device)]
     for c, row in enumerate(chunks):
-        stacked = dict(zip(names, _stack(w0, dirs, chunk_coef[c])))
+        # w0 and dirs may be wider than the parameters (widest_precision): rounded once here
+        stacked = {n: t.to(dt) for n, t, dt in zip(names, _stack(w0, dirs, chunk_coef[c]), dtypes)}
         bufs: dict[str, Tensor] = {}
-        if bn == "recompute":
+        undefined = None
+        if buffers:  # bn == "eval": the points' own running statistics
+            bufs, undefined = buffers.stacked(chunk_coef[c])
+        elif bn == "recompute":
             bufs = _bn_buffers(model, k, fresh=True)
             _set_modes(model, bn_training=True)
             for t, (xb, _) in enumerate(bn_batches, start=1):
@@ -455,7 +571,7 @@ def _run_batched(
                 loss_sum += batch_loss
                 correct += n_ok
             chunk_sums[split] = (loss_sum, correct)
-        sums.add(np.where(real[c], todo[np.maximum(row, 0)], -1), chunk_sums)
+        sums.add(np.where(real[c], todo[np.maximum(row, 0)], -1), chunk_sums, undefined)
         done[todo[row[real[c]]]] = True
 
 
@@ -472,6 +588,7 @@ def _run_single(
     loss: str,
     sums: _Sums,
     done: np.ndarray,
+    buffers: _Buffers,
 ) -> None:
     bns = _bn_modules(model)
     device = w0[0].device
@@ -480,6 +597,7 @@ def _run_single(
         _set_bn_momentum(model, 1)  # running statistics are restored afterwards; avoid a host read
     for p in todo:
         torch._foreach_copy_(params, combine(w0, dirs, list(coef[p])))
+        undefined = buffers.set_point(list(coef[p])) if buffers else None  # bn == "eval"
         if bn == "recompute":
             for m in bns:
                 m.reset_running_stats()
@@ -499,13 +617,18 @@ def _run_single(
                 loss_sum += batch_loss
                 correct += batch_correct
             point_sums[split] = (loss_sum, correct)
-        sums.add(np.array([p]), point_sums)
+        sums.add(np.array([p]), point_sums, undefined)
         done[p] = True
 
 
+def _wider(dtype: torch.dtype, other: torch.dtype) -> torch.dtype:
+    return torch.promote_types(dtype, other) if other.is_floating_point else dtype
+
+
 def _as_list(model_named: Sequence[tuple[str, Tensor]], d: Mapping[str, Tensor], what: str) -> list[Tensor]:
+    """``d``'s tensors in parameter order on the parameters' device, in their dtype or a wider one of ``d``."""
     check_compatible({n: p for n, p in model_named}, d, what=what)
-    return [d[n].detach().to(p.device, p.dtype) for n, p in model_named]
+    return [d[n].detach().to(p.device, _wider(p.dtype, d[n].dtype)) for n, p in model_named]
 
 
 @torch.no_grad()
@@ -527,10 +650,11 @@ def evaluate_points(
 ) -> dict[str, np.ndarray]:
     """Mean loss and accuracy (%) at ``w0 + a*dx (+ b*dy)`` for every row (a[, b]) of ``coords``.
 
-    Returns float64 arrays of shape (P,): ``train_loss``, ``train_acc`` and, when ``data`` has a test
-    split, ``test_loss``, ``test_acc``. ``point_ids`` (default ``arange(P)``) are the points' flat grid
-    indices; they fix each point's slot in a batched pass (see the module docstring on determinism).
-    The model is left as it was.
+    ``dx``/``dy`` may also hold BN running-statistics entries, moved from the model's own values with
+    ``bn="eval"`` (see the module docstring). Returns float64 arrays of shape (P,): ``train_loss``,
+    ``train_acc`` and, when ``data`` has a test split, ``test_loss``, ``test_acc``. ``point_ids``
+    (default ``arange(P)``) are the points' flat grid indices; they fix each point's slot in a batched
+    pass (see the module docstring on determinism). The model is left as it was.
     """
     _check_choice("loss", loss, LOSSES)
     _check_choice("BN policy", bn, BN_POLICIES)
@@ -561,9 +685,16 @@ def evaluate_points(
     params: list[Tensor] = [p for _, p in named]
     device = params[0].device
     w0_list = _as_list(named, w0, "w0")
-    dirs = [_as_list(named, dx, "x direction")]
-    if dy is not None:
-        dirs.append(_as_list(named, dy, "y direction"))
+    stats = _live_running_stats(model)
+    dirs, moved = [], []
+    for d, what in ((dx, "x direction"), (dy, "y direction")):
+        if d is not None:
+            params_d, stats_d = _split_direction(named, stats, d, what)
+            dirs.append(params_d)
+            moved.append(stats_d)
+    w0_list, dirs = widest_precision(w0_list, dirs)
+    # Only in eval mode do the running statistics matter; recompute and train set their own.
+    buffers = _Buffers(stats, moved if bn == "eval" else [])
     data = data.to(device)
     # Coefficients cast once to the parameters' dtype (the rounding set_weights uses) and moved once.
     coef = torch.as_tensor(coords).to(params[0].dtype).to(device)
@@ -587,14 +718,15 @@ def evaluate_points(
     try:
         k = _resolve_k(
             model, data, bn=bn, loss=loss, batch_size=int(batch_size),
-            points_per_pass=points_per_pass, memory_budget=memory_budget,
+            points_per_pass=points_per_pass, memory_budget=memory_budget, moving=buffers.names,
         )
         while not done.all():
             todo = np.flatnonzero(~done)
             if k >= 2:
                 try:
                     _run_batched(
-                        model, names, w0_list, dirs, coef, ids, todo, k, splits, recompute_batches, bn, loss, sums, done
+                        model, names, w0_list, dirs, coef, ids, todo, k, splits, recompute_batches, bn, loss, sums, done,
+                        buffers,
                     )
                 except (RuntimeError, NotImplementedError) as exc:
                     k = k // 2 if _is_oom(exc) else 1
@@ -603,7 +735,7 @@ def evaluate_points(
                 continue
             state.snapshot_tensors()
             _run_single(
-                model, params, w0_list, dirs, coef, todo, splits, recompute_batches, bn, loss, sums, done
+                model, params, w0_list, dirs, coef, todo, splits, recompute_batches, bn, loss, sums, done, buffers
             )
     finally:
         state.restore()

@@ -18,7 +18,7 @@ import torch
 from effrep_hpc.config import Config, Scope, to_yaml
 from effrep_hpc.dist.env import local_rank
 from effrep_hpc.landscape import directions as D
-from effrep_hpc.landscape.evaluate import EvalData, evaluate_points, plan_points_per_pass, prepare_layout, subset
+from effrep_hpc.landscape.evaluate import EvalData, bn_statistics, evaluate_points, plan_points_per_pass, prepare_layout, subset
 from effrep_hpc.landscape.grid import grid_points, make_tiles, parse_axis
 from effrep_hpc.runners.common import dataset_from_config, load_model, resolve_path, setup_runtime
 from effrep_hpc.runners.driver import Job, backend_for, open_output, run_job, setup_guard
@@ -50,11 +50,11 @@ def build_directions(cfg: Config, model: torch.nn.Module, device: torch.device) 
         return Directions(x, y, {"directions_source": str(L.directions)})
     if L.target:
         other = load_model(Path(L.target), cfg, device, "landscape.target")
-        return Directions(D.target_direction(model, other), None, {"directions_source": f"target {L.target}"})
+        return Directions(D.target_direction(model, other, buffers=True), None, {"directions_source": f"target {L.target}"})
     if L.plane:
         m2 = load_model(Path(L.plane[0]), cfg, device, "landscape.plane")
         m3 = load_model(Path(L.plane[1]), cfg, device, "landscape.plane")
-        x, y, coords = D.plane_directions(model, m2, m3)
+        x, y, coords = D.plane_directions(model, m2, m3, buffers=True)
         return Directions(x, y, {"directions_source": f"plane {L.plane}", "plane_coords": coords})
     x = D.random_direction(model, L.xseed, L.norm, L.bias_bn)
     if L.y is None:
@@ -98,7 +98,8 @@ def run_landscape(cfg: Config, *, overwrite: bool = False) -> Optional[Path]:
         spec = SurfaceSpec(
             x=x_axis, y=y_axis, metrics=["train_loss", "train_acc"] + (["test_loss", "test_acc"] if L.test else []),
             config_yaml=to_yaml(cfg), model_hash=D.weights_hash(model),  # BN running statistics shape the surface too
-            directions_hash=D.direction_hash([dirs.x, dirs.y]), attrs=dict(dirs.attrs),
+            directions_hash=D.direction_hash([dirs.x, dirs.y]),  # BN statistics moved along them included
+            attrs={**dirs.attrs, "bn_statistics": bn_statistics(model, L.bn, [dirs.x, dirs.y])},
             directions={a: {k: v.detach().cpu().numpy() for k, v in d.items()} for a, d in (("x", dirs.x), ("y", dirs.y)) if d},
         )
         data = prepare_layout(model, eval_data(cfg, dataset))  # once per scan, not per tile

@@ -1,15 +1,18 @@
 """Direction files: save and load the x (and y) directions of a landscape scan (HDF5).
 
 Our format (``kind="directions"``, ``schema_version=1``): groups ``x/`` and optionally ``y/`` with one
-dataset per parameter, keyed by parameter name; root attributes ``names`` (JSON list, parameter order),
-``directions_hash`` (``landscape.direction_hash((x, y))``) and whatever the caller adds (normalization,
-seeds, source). bfloat16 tensors are stored as float32 (numpy has no bfloat16).
+dataset per parameter, keyed by parameter name, plus, for a direction between models, one per BN
+running statistic it moves (``<bn>.running_mean``, ``<bn>.running_var``); root attributes ``names``
+(JSON list, parameter order, then the statistics), ``directions_hash``
+(``landscape.direction_hash((x, y))``) and whatever the caller adds (normalization, seeds, source).
+bfloat16 tensors are stored as float32 (numpy has no bfloat16). Tensors are read back in the model's
+dtype, except float64 ones (directions between models), which stay float64.
 
 The original loss-landscape scripts' format is read too: groups ``xdirection`` / ``ydirection`` with
 datasets ``"0" .. "K-1"`` in ``net.parameters()`` order. Their ``states`` variant holds one tensor
 per ``state_dict`` entry (BN running statistics and, from PyTorch 0.4.1 on, ``num_batches_tracked``
-included); it is accepted when the buffer entries are zero, since here buffers never move along a
-direction.
+included); it is accepted when the buffer entries are zero (a random direction of that code): moving
+statistics are read from our format and from surface files only.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from effrep_hpc.landscape.directions import direction_hash
+from effrep_hpc.landscape.directions import direction_hash, is_running_stat
 from effrep_hpc.store.h5 import atomic_create, open_readonly, read_attr, set_attrs
 
 SCHEMA_VERSION = 1
@@ -84,7 +87,19 @@ def _stale(path: Path, what: str) -> ValueError:
     return ValueError(f"direction file {path} does not fit the model: {what} (was it made for another model?)")
 
 
-def _ours(path: Path, group: h5py.Group, params: list[tuple[str, Tensor]]) -> dict[str, Tensor]:
+def _tensor(data: np.ndarray, like: Tensor) -> Tensor:
+    """A stored array as a tensor on ``like``'s device in its dtype, or in float64 where stored so.
+
+    Directions between models are float64 differences (exact at the models); keeping them so reproduces
+    the scan they were computed for.
+    """
+    dtype = torch.float64 if np.asarray(data).dtype == np.float64 and like.is_floating_point() else like.dtype
+    return torch.as_tensor(np.asarray(data)).to(device=like.device, dtype=dtype)
+
+
+def _ours(
+    path: Path, group: h5py.Group, params: list[tuple[str, Tensor]], state: list[tuple[str, Tensor]]
+) -> dict[str, Tensor]:
     out: dict[str, Tensor] = {}
     for name, param in params:
         if name not in group:
@@ -93,7 +108,15 @@ def _ours(path: Path, group: h5py.Group, params: list[tuple[str, Tensor]]) -> di
         if tuple(np.shape(data)) != tuple(param.shape):
             raise _stale(path, f"parameter {name!r} has shape {tuple(np.shape(data))} in the file, "
                                f"{tuple(param.shape)} in the model")
-        out[name] = torch.as_tensor(np.asarray(data)).to(device=param.device, dtype=param.dtype)
+        out[name] = _tensor(data, param)
+    # BN running statistics moved along the direction (a direction between models), in state order
+    for name, buf in state:
+        if name in group and name not in out and is_running_stat(name) and buf.is_floating_point():
+            data = group[name][()]
+            if tuple(np.shape(data)) != tuple(buf.shape):
+                raise _stale(path, f"BN statistic {name!r} has shape {tuple(np.shape(data))} in the file, "
+                                   f"{tuple(buf.shape)} in the model")
+            out[name] = _tensor(data, buf)
     extra = [k for k in group if k not in out]
     if extra:
         raise _stale(path, f"it has a tensor {extra[0]!r} in group {group.name} that the model does not have")
@@ -126,9 +149,10 @@ def _original(
             out[name] = torch.as_tensor(data).to(device=ref.device, dtype=ref.dtype)
         elif np.any(data != 0):
             raise ValueError(
-                f"{path}: tensor {i} of {group.name} moves the buffer {name!r}; here buffers (BN running "
-                f"statistics) stay at the centre model's values, so this direction cannot be reproduced. "
-                f"Recreate it with biases/BN ignored or as a per-parameter direction."
+                f"{path}: tensor {i} of {group.name} moves the buffer {name!r}; buffers are read from this "
+                f"format only when zero. For an interpolation between models use landscape.target or "
+                f"landscape.plane (they move the BN running statistics), or recreate the direction with "
+                f"biases/BN ignored or as a per-parameter direction."
             )
     return {name: out[name] for name, _ in params}
 
@@ -139,7 +163,8 @@ def load_directions(
     """Read ``(x, y)`` (y None if absent) in our format, a surface file's, or the original scripts' format.
 
     ``state`` is the model's state_dict in module order (buffers included: the original format may
-    follow it) and ``parameters`` the names of its parameters; ``landscape.directions.direction_layout``
+    follow it, and BN running statistics stored in our format are read after the parameters) and
+    ``parameters`` the names of its parameters; ``landscape.directions.direction_layout``
     gives both for a module. Tensors come back with the parameters' dtype and device. A file made for
     another model (names, count or shapes differ) raises ValueError naming the first mismatching one.
     """
@@ -154,13 +179,13 @@ def load_directions(
             version = read_attr(f, "schema_version", SCHEMA_VERSION)
             if int(version) > SCHEMA_VERSION:
                 raise ValueError(f"{path} has schema_version {version}; this version reads up to {SCHEMA_VERSION}")
-            x = _ours(path, f["x"], params)
-            y = _ours(path, f["y"], params) if "y" in f else None
+            x = _ours(path, f["x"], params, state_items)
+            y = _ours(path, f["y"], params, state_items) if "y" in f else None
         elif "directions" in f and isinstance(f["directions"], h5py.Group) and "x" in f["directions"]:
             # A surface file: the directions it was computed with are stored inside it.
             g = f["directions"]
-            x = _ours(path, g["x"], params)
-            y = _ours(path, g["y"], params) if "y" in g else None
+            x = _ours(path, g["x"], params, state_items)
+            y = _ours(path, g["y"], params, state_items) if "y" in g else None
         elif "xdirection" in f:
             x = _original(path, f["xdirection"], params, state_items)
             y = _original(path, f["ydirection"], params, state_items) if "ydirection" in f else None

@@ -74,6 +74,10 @@ def _differences(f: h5py.File, spec: SurfaceSpec) -> list[str]:
         diffs.append("model: the checkpoint's weights differ from the ones the file was computed for")
     if read_attr(f, "directions_hash") != spec.directions_hash:
         diffs.append("directions: they differ from the ones stored in the file (seed, normalization or source)")
+    want, have = spec.attrs.get("bn_statistics"), read_attr(f, "bn_statistics")
+    # files of older versions do not say, but never interpolated: their target/plane scans used the centre's
+    if want is not None and have != want and (have is not None or want == "interpolated"):
+        diffs.append(f"BN statistics: file {have or 'centre model (older version)'}, requested {want}")
     old_metrics = sorted(m for m in str(read_attr(f, "metrics", "")).split(",") if m)
     if old_metrics != sorted(spec.metrics):
         diffs.append(f"metrics: file has {old_metrics}, requested {sorted(spec.metrics)}")
