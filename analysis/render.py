@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from analysis.surface import Surface, SurfaceError, height_label
-from analysis.vtkexport import HEIGHT_ARRAY, polydata
+from analysis.vtkexport import HEIGHT_ARRAY, auto_zscale, polydata
 
 if TYPE_CHECKING:
     import pyvista
@@ -35,14 +35,6 @@ def _quiet_vtk() -> Iterator[None]:
         vtkLogger.SetStderrVerbosity(before)
 
 
-def auto_zscale(surface: Surface, metric: str, *, log: bool = False, zmax: float | None = None) -> float:
-    """Height scale so the z extent is half the larger xy extent (ParaView's Warp By Scalar scale factor)."""
-    z, _ = surface.height(metric, log=log, zmax=zmax)
-    z_extent = float(np.nanmax(z) - np.nanmin(z))
-    xy_extent = max(float(np.ptp(surface.x)), float(np.ptp(surface.require_2d("render"))), 1e-12)
-    return 0.5 * xy_extent / z_extent if z_extent > 0 else 1.0
-
-
 def render_surface(
     surface: Surface,
     path: str | Path,
@@ -60,7 +52,11 @@ def render_surface(
     scalar_bar: bool = True,
     title: bool = True,
 ) -> Path:
-    """Render the surface offscreen to a PNG; colour = plotted height, smooth-shaded, elevated oblique camera."""
+    """Render the surface offscreen to a PNG; colour = plotted height.
+
+    Oblique: lit and smooth-shaded, seen from an elevated camera. Top: a flat map seen straight down,
+    unlit so every pixel has exactly the colour bar's colour for its height, with x and y axes.
+    """
     if view not in VIEWS:
         raise SurfaceError(f"unknown view {view!r}; choose from {', '.join(VIEWS)}")
     if contours < 0:
@@ -69,11 +65,11 @@ def render_surface(
     import pyvista
 
     pyvista.OFF_SCREEN = True
-    mesh = pyvista.wrap(polydata(surface, metric, log=log, zmax=zmax, cells="tri"))
+    scale = auto_zscale(surface, metric, log=log, zmax=zmax) if zscale is None else float(zscale)
+    # Seen from straight above, height only gets in the way of the axes: draw the map flat at z = 0.
+    mesh = pyvista.wrap(polydata(surface, metric, log=log, zmax=zmax, cells="tri", flat=view == "top", zscale=scale))
     if mesh.n_cells == 0:
         raise SurfaceError(f"{surface.describe()}: no grid cell of {metric!r} has four valid corners to draw")
-    scale = auto_zscale(surface, metric, log=log, zmax=zmax) if zscale is None else float(zscale)
-    mesh.points[:, 2] *= scale
     mesh.set_active_scalars(HEIGHT_ARRAY)
     label = height_label(metric, log=log)
     path = Path(path)
@@ -82,26 +78,35 @@ def render_surface(
         try:
             plotter.set_background("white")
             bar_args = {"title": label, "color": "black", "vertical": True, "position_x": 0.86, "position_y": 0.15}
+            if view == "top":
+                # Unlit: a light (above all its specular highlight) would shift colours off the bar's.
+                shading: dict[str, object] = {"lighting": False}
+            else:
+                shading = {"smooth_shading": True, "ambient": 0.1, "specular": 0.25, "specular_power": 20.0}
             plotter.add_mesh(
-                mesh,
-                scalars=HEIGHT_ARRAY,
-                cmap=cmap,
-                smooth_shading=True,
-                ambient=0.1,
-                specular=0.25,
-                specular_power=20.0,
-                show_scalar_bar=scalar_bar,
-                scalar_bar_args=bar_args,
+                mesh, scalars=HEIGHT_ARRAY, cmap=cmap, show_scalar_bar=scalar_bar, scalar_bar_args=bar_args, **shading
             )
             if contours:
-                lines = mesh.contour(isosurfaces=contours + 2, scalars=HEIGHT_ARRAY)
+                # Evenly spaced inside the range, ends excluded: a line at the maximum would trace the
+                # zigzag rim of a --zmax cap. The array itself, not its name, is passed because the name
+                # may also be a field-data entry, which would shadow it.
+                height = mesh.point_data[HEIGHT_ARRAY]
+                values = np.linspace(float(np.min(height)), float(np.max(height)), contours + 2)[1:-1]
+                lines = mesh.contour(isosurfaces=list(values), scalars=height)
                 if lines.n_points:
                     lines = lines.copy()
                     # Lift the lines a hair above the surface so the depth test does not hide them.
-                    lines.points[:, 2] += 2e-3 * max(float(np.ptp(mesh.points[:, 2])), 1e-12)
+                    lines.points[:, 2] += 2e-3 * max(float(np.ptp(mesh.points[:, 2])), mesh.length, 1e-12)
                     plotter.add_mesh(lines, color="black", line_width=1.5, show_scalar_bar=False)
             if title:
                 plotter.add_text(f"{surface.name}: {label}", font_size=10, color="black")
+            if view == "top":
+                plotter.show_bounds(
+                    mesh=mesh, xtitle=surface.xlabel, ytitle=surface.ylabel, show_zaxis=False, show_zlabels=False,
+                    font_size=int(np.clip(min(window_size) / 22, 10, 24)),
+                    location="outer", color="black", bold=False, n_xlabels=5, n_ylabels=5, fmt="%.2g",
+                    use_3d_text=False,
+                )
             _place_camera(plotter, mesh, view=view, elev=elev, azim=azim)
             plotter.screenshot(str(path))
         finally:
@@ -117,6 +122,9 @@ def _place_camera(plotter: pyvista.Plotter, mesh: pyvista.PolyData, *, view: str
         plotter.camera.position = center + np.array([0.0, 0.0, 10.0 * max(mesh.length, 1e-9)])
         plotter.camera.up = (0.0, 1.0, 0.0)
         plotter.enable_parallel_projection()
+        plotter.reset_camera()
+        plotter.camera.zoom(0.8)  # room for the axis labels around the map
+        return
     else:
         e, a = np.radians(elev), np.radians(azim)
         direction = np.array([np.cos(e) * np.cos(a), np.cos(e) * np.sin(a), np.sin(e)])

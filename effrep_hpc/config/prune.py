@@ -20,7 +20,8 @@ class PruneConfig:
     ratios: dict[str, Any] = result(factory=dict, only=("prune-retrain",))  # layer name or paper id -> fraction removed
     checkpoint: Optional[str] = None  # the trained model; default: <run.out>/checkpoint.pt
     out: Optional[str] = None  # apply/retrain/scratch outputs; default: <run.out>/pruned
-    # > 1: round each pruned layer's kept filters to a multiple (8 suits CPU/GPU kernels)
+    # > 1: round each pruned layer's kept filters down to a multiple (8 suits CPU/GPU kernels), so at least
+    # the requested fraction goes (never below one multiple); the widths are printed with the results
     round_to: int = result(1, only=("prune-retrain",))
     seed: int = result(0)  # random criterion and the sample of images for activation criteria
     activation_images: int = result(256)  # N training images for the activation criteria

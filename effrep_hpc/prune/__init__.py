@@ -10,7 +10,8 @@ Three parts with one job each, as in Torch-Pruning:
   (``mask_model`` zeroes instead, the reference surgery must match).
 
 On top: ``select`` (independent or greedy ranking, keep counts), ``presets`` (the paper's pruned
-models as data), ``cost`` (FLOPs/params before and after) and ``timing`` (interleaved, median).
+models as data), ``cost`` (FLOPs/params before and after), ``timing`` (interleaved, median) and
+``widths`` (a pruned model's widths as text).
 
 Typical use::
 
@@ -63,6 +64,7 @@ if TYPE_CHECKING:  # type checkers see the real names; at run time they load on 
     from effrep_hpc.prune.select import (  # noqa: F401
         STRATEGIES,
         collect_stats,
+        compose_keep,
         group_scores,
         keep_counts,
         layer_seed,
@@ -80,9 +82,10 @@ if TYPE_CHECKING:  # type checkers see the real names; at run time they load on 
         median_times,
         time_forward,
     )
+    from effrep_hpc.prune.widths import widths_text  # noqa: F401
 
 
-# name -> module; loaded on first use, so `effrep_hpc.prune.presets` and `.names` (plain data) import without torch
+# name -> module; loaded on first use, so `effrep_hpc.prune.presets`, `.names` and `.widths` (plain data) import without torch
 _LAZY = {
     'ACTIVATION_CRITERIA': 'effrep_hpc.prune.criteria',
     'CRITERIA': 'effrep_hpc.prune.criteria',
@@ -95,6 +98,7 @@ _LAZY = {
     'check_ratio': 'effrep_hpc.prune.groups',
     'collect_stats': 'effrep_hpc.prune.select',
     'compare_costs': 'effrep_hpc.prune.cost',
+    'compose_keep': 'effrep_hpc.prune.select',
     'criterion_name': 'effrep_hpc.prune.criteria',
     'feature_map_stats': 'effrep_hpc.prune.criteria',
     'get_preset': 'effrep_hpc.prune.presets',
@@ -122,6 +126,7 @@ _LAZY = {
     'stats_scores': 'effrep_hpc.prune.criteria',
     'time_forward': 'effrep_hpc.prune.timing',
     'weight_scores': 'effrep_hpc.prune.criteria',
+    'widths_text': 'effrep_hpc.prune.widths',
 }
 
 __all__ = sorted(_LAZY)

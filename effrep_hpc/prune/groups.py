@@ -120,6 +120,30 @@ def group_of_slot(groups: list[PruneGroup], slot: Slot | None) -> PruneGroup | N
     return None
 
 
+def _tied_stages(model: ZooModel) -> dict[str, str]:
+    """Unit and stage names -> the stage (``layerS``) whose width option-A shortcuts tie (empty without them)."""
+    if not _has_pad_shortcut(model):
+        return {}
+    out = {}
+    for entry in model.layer_io():
+        key, index = entry.out_slot or (None, None)
+        if key == "stage_widths" and index is not None:
+            out[entry.name] = out[f"layer{index + 1}"] = f"layer{index + 1}"
+    return out
+
+
+def _option_a_refusal(what: str, stage: str, arch_name: str, groups: list[PruneGroup]) -> str:
+    """Why a stage width of a CIFAR ResNet (option-A shortcuts) cannot be pruned, and what can be."""
+    writes = "" if what == f"stage {stage!r}" else f"it writes the output width of stage {stage!r}, and "
+    return (
+        f"{what} of {arch_name} cannot be pruned: {writes}option-A (zero-padding identity) shortcuts tie the "
+        "stage widths (within a stage every block adds its input to its output channel by channel; into the next stage "
+        "channel c carries on as channel c, padded with zeros), so a stage's output width cannot be pruned "
+        f"independently; prune the blocks' first convs instead ({groups[0].name}, ..., {groups[-1].name}; "
+        f"paper ids {prunable_ids(groups)})"
+    )
+
+
 def resolve_layer(model: nn.Module, groups: list[PruneGroup], key: Any) -> PruneGroup:
     """The group a user means by ``key``: a group name, any of its writer units, or a paper layer id."""
     if not groups:
@@ -128,6 +152,8 @@ def resolve_layer(model: nn.Module, groups: list[PruneGroup], key: Any) -> Prune
             "(filter pruning removes conv filters; choose a CNN such as vgg16 or resnet56)"
         )
     ids = paper_layer_ids(model)
+    zoo = check_zoo_model(model)
+    tied = _tied_stages(zoo)
     if isinstance(key, bool):
         raise ValueError(f"a layer is a name such as {groups[0].name!r} or a paper layer id, got {key!r}")
     text = str(key).strip()
@@ -137,6 +163,8 @@ def resolve_layer(model: nn.Module, groups: list[PruneGroup], key: Any) -> Prune
             if lid in g.layer_ids:
                 return g
         by_id = {v: k for k, v in ids.items()}
+        if lid in by_id and by_id[lid] in tied:
+            raise ValueError(_option_a_refusal(f"layer {lid} ({by_id[lid]})", tied[by_id[lid]], zoo.arch_name, groups))
         if lid in by_id:
             raise ValueError(
                 f"layer {lid} ({by_id[lid]}) of {model.arch_name} cannot be pruned on its own: its output width "
@@ -146,6 +174,9 @@ def resolve_layer(model: nn.Module, groups: list[PruneGroup], key: Any) -> Prune
     for g in groups:
         if text == g.name or text in g.writers:
             return g
+    if text in tied:
+        what = f"stage {text!r}" if text == tied[text] else f"layer {text!r}"
+        raise ValueError(_option_a_refusal(what, tied[text], zoo.arch_name, groups))
     names = [g.name for g in groups]
     hint = did_you_mean(text, names)
     if text in ids:

@@ -11,7 +11,7 @@ Strategies (Li et al., Section 3.3):
 from __future__ import annotations
 
 import zlib
-from typing import Any, Mapping, Optional, cast
+from typing import Any, Mapping, Optional, Sequence, cast
 
 import torch
 from torch import Tensor, nn
@@ -42,10 +42,27 @@ def layer_seed(seed: int, group: str) -> int:
 def keep_counts(model: nn.Module, ratios: Mapping[Any, float], *, multiple: int = 1) -> dict[str, int]:
     """Kept filters per group for per-layer removal ratios keyed by layer name or paper id.
 
-    ``multiple`` > 1 rounds each pruned layer to a multiple of that many filters (see ``num_keep``).
+    ``multiple`` > 1 rounds each pruned layer's count down to a multiple of that many filters (see ``num_keep``).
     """
     groups = {g.name: g for g in prune_groups(model)}
     return {name: num_keep(groups[name].width, r, multiple) for name, r in resolve_ratios(model, ratios).items()}
+
+
+def compose_keep(steps: Sequence[Optional[Mapping[str, Any]]]) -> dict[str, Tensor]:
+    """Kept indices into the original model after pruning in ``steps`` (iterative pruning).
+
+    Each step's indices refer to the model the previous step left, so step k's map is read through the
+    earlier ones: ``original[keep] == final`` for every group pruned in any step.
+    """
+    out: dict[str, Tensor] = {}
+    for n, keep in enumerate(steps, 1):
+        if keep is None:
+            raise ValueError(f"the kept filter indices of pruning step {n} are missing (a run from an older version?); "
+                             "prune again with --overwrite")
+        for group, idx in keep.items():
+            step_idx = torch.as_tensor(idx, dtype=torch.long).reshape(-1).cpu()
+            out[group] = out[group][step_idx] if group in out else step_idx.clone()
+    return out
 
 
 @torch.no_grad()

@@ -33,17 +33,19 @@ def num_keep(width: int, ratio: float, multiple: int = 1) -> int:
 
     This rounding (removed = ceil(width * ratio)) is the one under which the paper's ResNet FLOP and
     parameter reductions come out exactly (e.g. 10% of 16 filters removes 2). ``multiple`` > 1 then
-    rounds a pruned layer's count to the nearest multiple (halves up, at least ``multiple``, at most
-    ``width``): CPU and GPU convolution kernels work on blocks of 8 or 16 channels, so 19 channels
-    cost as much as 24 or 32 and the FLOPs saved would not show in wall time.
+    rounds a pruned layer's count down to a multiple, so at least the requested fraction is removed:
+    CPU and GPU convolution kernels work on blocks of 8 or 16 channels, so 19 channels cost as much as
+    24 or 32 and the FLOPs saved would not show in wall time. A count below one multiple becomes one
+    multiple (never zero), and a layer of at most ``multiple`` filters keeps its unrounded count,
+    because rounding could only keep all of it.
     """
     if not 0.0 <= ratio < 1.0:
         raise ValueError(f"ratio must lie in [0, 1) (the fraction of filters removed), got {ratio!r}")
     if isinstance(multiple, bool) or not isinstance(multiple, int) or multiple < 1:
         raise ValueError(f"multiple must be a positive int, got {multiple!r}")
     kept = max(1, int(width * (1.0 - ratio) + _EPS))
-    if multiple > 1 and ratio > 0:
-        kept = min(width, max(multiple, multiple * int(kept / multiple + 0.5)))
+    if multiple > 1 and ratio > 0 and width > multiple:
+        kept = max(multiple, kept - kept % multiple)
     return kept
 
 

@@ -19,7 +19,7 @@ from effrep_hpc.models import count_flops_params, create_model, rebuild_model
 from effrep_hpc.prune.cost import compare_costs, ratios_for
 from effrep_hpc.prune.groups import prune_groups, resolve_ratios
 from effrep_hpc.prune.names import is_activation_criterion
-from effrep_hpc.prune.select import keep_counts, select_filters
+from effrep_hpc.prune.select import compose_keep, keep_counts, select_filters
 from effrep_hpc.prune.surgery import num_keep, prune_model, pruned_arch
 from effrep_hpc.prune.timing import measured_speedup
 from effrep_hpc.runners import common
@@ -108,9 +108,10 @@ def run_prune(cfg: Config, *, retrain: bool, overwrite: bool = False) -> PruneOu
             keep = select_filters(model, counts, criterion=P.criterion, strategy=P.strategy, images=images, seed=P.seed)
             model = prune_model(model, keep)
             after = accuracy(model, dataset.x_test, dataset.y_test, loss=cfg.train.loss)[0]
-            history.append({"step": step, "widths": {g: int(c) for g, c in counts.items()}, "test_acc_after_pruning": after})
+            history.append({"step": step, "widths": {g: int(c) for g, c in counts.items()}, "test_acc_after_pruning": after,
+                            "keep": {g: v.tolist() for g, v in keep.items()}})  # indices into the previous step's model
             if step == steps:
-                fields = {"keep": {k: v.cpu() for k, v in keep.items()}, "source": str(checkpoint), "ratios": ratios}
+                fields = {"keep": compose_keep([h.get("keep") for h in history]), "source": str(checkpoint), "ratios": ratios}
                 save_checkpoint(out / "pruned.pt", model_payload("pruned", model, yaml, **fields, step=step, history=history))
             if retrain:
                 retrain_step()

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any, Mapping
 
+from effrep_hpc.prune.widths import widths_text
 from effrep_hpc.store.atomic import atomic_write
 
 STAGES = ("original", "pruned", "retrained", "scratch")
@@ -35,7 +36,7 @@ def update_summary(path: str | Path, rows: Mapping[str, Mapping[str, Any]]) -> d
 
 
 def format_summary(rows: Mapping[str, Mapping[str, Any]]) -> str:
-    """The before/after table: accuracy, FLOPs, params and measured speed-up per stage."""
+    """The before/after table: accuracy, FLOPs, params and measured speed-up per stage, then the pruned widths."""
     meta = rows.get("_meta", {})
     lines = [f"{'model':<11} {'test acc':>9} {'FLOPs':>13} {'params':>11} {'FLOPs x':>8} {'measured x':>11}"]
     base = rows.get("original")
@@ -49,4 +50,6 @@ def format_summary(rows: Mapping[str, Mapping[str, Any]]) -> str:
     if meta:
         lines.append(f"(measured: median forward time, batch {meta.get('batch_size')}, {meta.get('threads')} thread(s), "
                      f"{meta.get('device')})")
+    if meta.get("widths_after"):
+        lines.append(f"widths after pruning: {widths_text(meta['widths_after'])}")
     return "\n".join(lines)

@@ -109,12 +109,13 @@ def test_kept_count_rounds_as_the_paper_and_never_reaches_zero() -> None:
         num_keep(8, 1.0)
 
 
-def test_rounding_to_a_multiple_of_channels_rounds_pruned_layers_only() -> None:
-    assert num_keep(32, 0.4, 8) == 16  # 19 kept -> nearest multiple of 8
-    assert num_keep(64, 0.3, 8) == 48  # 44 is halfway: rounds up
+def test_rounding_to_a_multiple_of_channels_rounds_pruned_layers_down() -> None:
+    assert num_keep(32, 0.4, 8) == 16  # 19 kept -> 16
+    assert num_keep(64, 0.3, 8) == 40  # 44 kept -> 40: at least the requested 30% goes
+    assert num_keep(16, 0.1, 8) == 8  # 14 kept -> 8 (nearest would be 16: nothing pruned)
     assert num_keep(12, 0.9, 8) == 8  # never below one block
-    assert num_keep(20, 0.1, 8) == 16  # 18 kept -> 16
-    assert num_keep(22, 0.05, 8) == 22  # 20 kept -> 24 (halfway rounds up), capped at the width
+    assert num_keep(22, 0.05, 8) == 16  # 20 kept -> 16
+    assert num_keep(8, 0.5, 8) == 4  # a layer of one block keeps the unrounded count
     assert num_keep(10, 0.0, 8) == 10  # a layer that is not pruned keeps its width
 
 
@@ -149,8 +150,14 @@ def test_unknown_or_tied_layers_are_rejected_with_the_valid_names() -> None:
     model = create_model("resnet56")
     with pytest.raises(ValueError, match=r"unknown layer 'layer1.0.conv'.*did you mean 'layer1.0.conv1'"):
         keep_counts(model, {"layer1.0.conv": 0.5})
-    with pytest.raises(ValueError, match=r"layer 3 \(layer1.0.conv2\).*cannot be pruned on its own"):
+    option_a = r"option-A \(zero-padding identity\) shortcuts tie the stage widths.*cannot be pruned independently"
+    with pytest.raises(ValueError, match=rf"layer 3 \(layer1.0.conv2\) of resnet56 cannot be pruned: .*'layer1'.*{option_a}"):
         keep_counts(model, {3: 0.5})
+    with pytest.raises(ValueError, match=rf"^stage 'layer2' of resnet56 cannot be pruned: {option_a}.*first convs.*2,4,...,54"):
+        keep_counts(model, {"layer2": 0.5})
+    with pytest.raises(ValueError, match=rf"layer 'stem' of resnet56 cannot be pruned: .*'layer1'.*{option_a}"):
+        keep_counts(model, {"stem": 0.5})
+    assert keep_counts(create_model("resnet56_noshort"), {"layer2": 0.5}) == {"layer2": 16}  # no shortcut, no tie
     with pytest.raises(ValueError, match=r"no layer 56"):
         keep_counts(model, {56: 0.5})
     for bad in (1.0, -0.1, 1.5, "half"):
