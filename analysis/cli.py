@@ -10,7 +10,9 @@ added with ``--log``; ``<ext>`` is ``png`` unless ``--format`` says ``pdf``/``sv
 
   contour FILE...      labelled contour lines, filled contours and a heatmap of a 2D surface
                        -> <stem>_<metric>_contour[_log].<ext>, <stem>_<metric>_contourf[_log].<ext>,
-                          <stem>_<metric>_heatmap[_log].<ext>  (pick some with --kind)
+                          <stem>_<metric>_heatmap[_log].<ext>  (pick some with --kind); levels
+                       default to the paper's 0.1:10:0.5 on a loss that spans them (--levels)
+      python -m analysis contour scan.h5 --metric test_loss --levels 0.1:10:0.5
       python -m analysis contour scan.h5 --metric test_loss --levels 0.1,0.5,1,2,5 --log
 
   plot1d FILE...       loss (left axis) and accuracy (right axis) against the step size, train
@@ -21,10 +23,12 @@ added with ``--log``; ``<ext>`` is ``png`` unless ``--format`` says ``pdf``/``sv
   surface3d FILE...    matplotlib 3D surface -> <stem>_<metric>_surface3d[_log].<ext>
       python -m analysis surface3d scan.h5 --zmax 10 --format pdf
 
-  vtk FILE...          ParaView files: <stem>_<metric>[_log][_flat].vts (vtkStructuredGrid, masked
-                       points blanked) and .vtp (vtkPolyData of the valid quads/triangles).
-                       Point arrays: every metric, log10_<loss>, done, height (the z used).
-      python -m analysis vtk scan.h5 --zmax 10 --log
+  vtk FILE...          ParaView files: <stem>_<metric>[_log][_zmax<v>][_zscale<v>][_flat].vts
+                       (vtkStructuredGrid, masked points blanked) and .vtp (vtkPolyData of the valid
+                       quads; _tri.vtp with --cells tri). z = zscale * height, zscale chosen so the z
+                       extent is half the x-y extent unless --zscale is given; point normals included.
+                       Point arrays: every metric, log10_<loss>, done, height, Normals.
+      python -m analysis vtk scan.h5 --zmax 10 --log    # -> scan_train_loss_log_zmax10.vts/.vtp
 
   render FILE...       offscreen pyvista PNG of the lit 3D surface
                        -> <stem>_<metric>_render[_top][_log].png
@@ -54,12 +58,34 @@ from analysis.surface import Surface, SurfaceError, load_surface
 if TYPE_CHECKING:  # matplotlib loads only for the commands that draw
     from matplotlib.figure import Figure
 
+    from analysis.common import Levels
+
 FIGURE_FORMATS = ("png", "pdf", "svg")
 CONTOUR_KINDS = ("contour", "contourf", "heatmap")
 
 
-class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Keep the hand-written layout of descriptions and show each option's default."""
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keep the hand-written layout of descriptions and show each option's default once.
+
+    A default is appended as ``[default: X]`` unless the help text already says its default (in
+    words, e.g. "[default: smallest valid value]"), the default is None or False (an absent
+    option or an off flag has nothing to show), or the argument is positional.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            "default" in text.lower()
+            or default is None
+            or default is False
+            or default is argparse.SUPPRESS
+            or not action.option_strings
+            or isinstance(action, (argparse._StoreConstAction, argparse._HelpAction))
+        ):
+            return text
+        shown = "x".join(str(v) for v in default) if isinstance(default, tuple) else "%(default)s"
+        return f"{text} [default: {shown}]"
 
 
 def _log_suffix(log: bool) -> str:
@@ -93,7 +119,7 @@ def _save(fig: Figure, paths: Iterator[Path] | Sequence[Path], dpi: int) -> Iter
         yield save_figure(fig, path, dpi=dpi)
 
 
-def _parse_levels(text: str) -> int | list[float]:
+def _parse_levels(text: str) -> Levels:
     from analysis.common import parse_levels
 
     try:
@@ -168,20 +194,37 @@ def _cmd_surface3d(args: argparse.Namespace) -> Iterator[Path]:
         yield from _save(fig, [_out(surface, args, n) for n in names], args.dpi)
 
 
+def _vtk_base(surface: Surface, args: argparse.Namespace) -> str:
+    """<stem>_<metric>[_log][_zmax<v>][_zscale<v>][_flat]: every option that changes the file is in its name."""
+    parts = [f"{_stem(surface)}_{args.metric}{_log_suffix(args.log)}"]
+    if args.zmax is not None:
+        parts.append(f"_zmax{_value_tag(args.zmax)}")
+    if args.zscale is not None:
+        parts.append(f"_zscale{_value_tag(args.zscale)}")
+    if args.flat:
+        parts.append("_flat")
+    return "".join(parts)
+
+
 def _cmd_vtk(args: argparse.Namespace) -> Iterator[Path]:
-    from analysis.vtkexport import polydata, structured_grid, write_xml
+    from analysis.vtkexport import auto_zscale, check_zscale, describe_scale, polydata, structured_grid, write_xml
 
     kinds = list(dict.fromkeys(args.only or ["vts", "vtp"]))
+    if args.zscale is not None:
+        check_zscale(args.zscale)
     for file in args.files:
         surface = load_surface(file)
         surface.require_2d("vtk")
-        base = f"{_stem(surface)}_{args.metric}{_log_suffix(args.log)}{'_flat' if args.flat else ''}"
-        options = {"log": args.log, "zmax": args.zmax, "flat": args.flat}
+        base = _vtk_base(surface, args)
+        auto = args.zscale is None
+        zscale = auto_zscale(surface, args.metric, log=args.log, zmax=args.zmax) if auto else args.zscale
+        options = {"log": args.log, "zmax": args.zmax, "flat": args.flat, "zscale": zscale}
+        print(describe_scale(args.metric, auto=auto, **options), flush=True)
         if "vts" in kinds:
             yield write_xml(structured_grid(surface, args.metric, **options), _out(surface, args, base + ".vts"))
         if "vtp" in kinds:
             poly = polydata(surface, args.metric, cells=args.cells, **options)
-            yield write_xml(poly, _out(surface, args, base + ".vtp"))
+            yield write_xml(poly, _out(surface, args, base + (".vtp" if args.cells == "quad" else "_tri.vtp")))
 
 
 def _cmd_render(args: argparse.Namespace) -> Iterator[Path]:
@@ -244,8 +287,12 @@ def _colour(p: argparse.ArgumentParser, *, levels: bool = True) -> None:
     p.add_argument("--vmin", type=float, default=None, help="lower end of the colour scale [default: smallest valid value]")
     p.add_argument("--vmax", type=float, default=None, help="upper end of the colour scale [default: largest valid value]")
     if levels:
-        p.add_argument("--levels", type=_parse_levels, default=20,
-                       help="contour levels: a count spread over [vmin, vmax] (e.g. 20) or an explicit list (e.g. 0.1,0.5,1,5)")
+        p.add_argument("--levels", type=_parse_levels, default="auto", metavar="LEVELS",
+                       help="contour levels: auto; a count N spread over the data (or --vmin..--vmax); an explicit "
+                            "list (0.1,0.5,1,5); or lo:hi:step (0.1:10:0.5). Explicit levels are coloured over their "
+                            "own range lo..hi. auto = the paper's 0.1:10:0.5 for a loss when at least 8 of those "
+                            "lie inside the data (they resolve the low-loss basin and are the same in every "
+                            "figure), else 20 spread over the data; with --log, 20 log-spaced from the minimum")
     p.add_argument("--cmap", default="viridis", help="matplotlib colormap name (coolwarm gives the paper's blue-red look)")
 
 
@@ -314,15 +361,22 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     _figure_out(p)
 
     p = command("vtk", "ParaView files (.vts structured grid, .vtp polygon surface)",
-                "VTK XML files (appended binary, zlib) for ParaView. Point (x[i], y[j]) has z = the metric\n"
-                "(clipped at --zmax, log10 with --log; 0 with --flat). Point arrays: every metric, log10_<loss>,\n"
-                "done, height. The .vts keeps the whole grid with masked points blanked; the .vtp holds only\n"
-                "cells whose corners are all valid.\n"
-                "Writes <stem>_<metric>[_log][_flat].vts and .vtp.", _cmd_vtk)
+                "VTK XML files (appended binary, zlib) for ParaView. Point (x[i], y[j]) has z = zscale * height,\n"
+                "height = the metric clipped at --zmax, log10 with --log; the default zscale makes the z extent\n"
+                "half the larger x-y extent (printed, and stored as field data `zscale`). Point arrays: every\n"
+                "metric, log10_<loss>, done, height, Normals (of the scaled surface, for smooth shading). The\n"
+                ".vts keeps the whole grid with masked points blanked; the .vtp holds only cells whose corners\n"
+                "are all valid. --flat: z = 0, no normals, and the .vts draws every point (colour it by done),\n"
+                "for Warp By Scalar.\n"
+                "Writes <stem>_<metric>[_log][_zmax<v>][_zscale<v>][_flat].vts and .vtp (_tri.vtp with\n"
+                "--cells tri), e.g. scan_train_loss_log_zmax10.vtp.", _cmd_vtk)
     _common(p)
     _metric(p)
     _height(p)
-    p.add_argument("--flat", action="store_true", help="z = 0 everywhere, for ParaView's Warp By Scalar")
+    p.add_argument("--zscale", type=float, default=None, metavar="S",
+                   help="z = S * height [default: z extent = half the larger x-y extent]")
+    p.add_argument("--flat", action="store_true",
+                   help="z = 0 everywhere and no normals, for ParaView's Warp By Scalar (Scale Factor = the printed zscale)")
     p.add_argument("--cells", choices=("quad", "tri"), default="quad", help="polygon type of the .vtp")
     p.add_argument("--only", action="append", choices=("vts", "vtp"), default=None,
                    help="write only this file type; repeat for both [default: both]")

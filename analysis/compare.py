@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from matplotlib.figure import Figure
 
 from analysis import contour
-from analysis.common import color_norm, new_figure, norm_range
+from analysis.common import Levels, new_figure, norm_range, resolve_levels, tidy_log_axis
 from analysis.surface import Surface, SurfaceError
 
 
@@ -18,7 +18,7 @@ def compare_figure(
     *,
     labels: Sequence[str] | None = None,
     kind: str = "contourf",
-    levels: int | Sequence[float] = 20,
+    levels: Levels = "auto",
     vmin: float | None = None,
     vmax: float | None = None,
     log: bool = False,
@@ -34,8 +34,8 @@ def compare_figure(
     if len(dims) != 1:
         kinds = ", ".join(f"{s.describe()} ({s.ndim}D)" for s in surfaces)
         raise SurfaceError(f"compare needs all 1D or all 2D surfaces, got {kinds}")
-    # One norm over every file's valid points: equal colours mean equal values across panels.
-    norm = color_norm(surfaces, metric, vmin=vmin, vmax=vmax, log=log)
+    # One norm and one set of levels over every file's valid points: equal colours mean equal values.
+    lv, norm = resolve_levels(surfaces, metric, levels if dims == {2} else 20, vmin=vmin, vmax=vmax, log=log)
     if dims == {1}:
         return _compare_lines(surfaces, metric, labels, *norm_range(norm), log)
     ncols = min(len(surfaces), 3)
@@ -44,10 +44,10 @@ def compare_figure(
     axes = [fig.add_subplot(nrows, ncols, k + 1) for k in range(len(surfaces))]
     artists = []
     for ax, surface, label in zip(axes, surfaces, labels):
-        artists.append(contour.draw(ax, surface, metric, kind=kind, norm=norm, levels=levels, log=log, cmap=cmap))
+        artists.append(contour.draw(ax, surface, metric, kind=kind, norm=norm, levels=lv, log=log, cmap=cmap))
         ax.set_title(label, fontsize=10)
     # every panel shares the norm, so any panel's artist gives the colour bar
-    fig.colorbar(artists[-1], ax=axes, label=metric + (" (log scale)" if log else ""), shrink=0.9)
+    contour.add_colorbar(fig, artists[-1], axes, norm, label=metric + (" (log scale)" if log else ""))
     return fig
 
 
@@ -63,8 +63,11 @@ def _compare_lines(
     ax.set_ylabel(metric)
     if log:
         ax.set_yscale("log")
-    pad = 0.0 if log else 0.03 * (hi - lo)
-    ax.set_ylim(lo - pad, hi + pad)
+        ax.set_ylim(lo, hi)
+        tidy_log_axis(ax.yaxis, lo, hi)
+    else:
+        pad = 0.03 * (hi - lo)
+        ax.set_ylim(lo - pad, hi + pad)
     ax.legend(fontsize=8)
     ax.set_title(f"{metric}", fontsize=10)
     return fig

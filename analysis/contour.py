@@ -1,4 +1,9 @@
-"""2D views of a plane scan: labelled contour lines, filled contours and a heatmap."""
+"""2D views of a plane scan: labelled contour lines, filled contours and a heatmap.
+
+Levels default to the loss-landscape paper's (0.1 to 10 in steps of 0.5 on the loss, coloured over
+0.1..10) when they fit the data, so the low-loss basin gets a dozen lines instead of the one line an
+even spread from 0 to the scan's maximum leaves it; see `analysis.common.resolve_levels`.
+"""
 
 from __future__ import annotations
 
@@ -12,12 +17,15 @@ from matplotlib.contour import QuadContourSet
 from matplotlib.figure import Figure
 
 from analysis.common import (
-    color_norm,
+    Levels,
     extend_for,
     make_levels,
     masked_note,
     new_figure,
+    norm_range,
+    resolve_levels,
     set_plane_aspect,
+    tidy_colorbar,
     with_bad,
 )
 from analysis.surface import Surface
@@ -38,11 +46,14 @@ def draw(
     *,
     kind: str,
     norm: Normalize,
-    levels: int | Sequence[float] = 20,
+    levels: int | Sequence[float] | np.ndarray = 20,
     log: bool = False,
     cmap: str = "viridis",
 ) -> QuadMesh | QuadContourSet:
-    """Draw one view of `metric` on `ax` with the given colour scale; returns the mappable."""
+    """Draw one view of `metric` on `ax` with the given colour scale and levels; returns the mappable.
+
+    A count of levels is spread over the norm's range; `resolve_levels` gives levels and norm together.
+    """
     if kind not in KINDS:
         raise ValueError(f"unknown kind {kind!r}; choose from {', '.join(KINDS)}")
     X, Y, Z = contour_data(surface, metric, log=log)
@@ -57,6 +68,7 @@ def draw(
         if kind == "contourf":
             if lv.size < 2:
                 raise ValueError("filled contours need at least two levels")
+            # Values beyond the levels (the walls above the paper's 10) take the end colours.
             artist = ax.contourf(X, Y, Z, levels=lv, norm=norm, cmap=cmap, extend=extend_for(Z.filled(np.nan), lv))
         else:
             ax.set_facecolor("white")
@@ -77,19 +89,32 @@ def contour_figure(
     metric: str = "train_loss",
     *,
     kind: str = "contour",
-    levels: int | Sequence[float] = 20,
+    levels: Levels = "auto",
     vmin: float | None = None,
     vmax: float | None = None,
     log: bool = False,
     cmap: str = "viridis",
 ) -> Figure:
-    """A figure with one view (`kind` in KINDS) of a 2D surface, coloured over valid points only."""
+    """A figure with one view (`kind` in KINDS) of a 2D surface; levels and colours as `resolve_levels` picks."""
     surface.require_2d("contour")
-    norm = color_norm([surface], metric, vmin=vmin, vmax=vmax, log=log)
+    lv, norm = resolve_levels([surface], metric, levels, vmin=vmin, vmax=vmax, log=log)
     fig = new_figure()
     ax = fig.add_subplot()
-    artist = draw(ax, surface, metric, kind=kind, norm=norm, levels=levels, log=log, cmap=cmap)
-    fig.colorbar(artist, ax=ax, label=metric + (" (log scale)" if log else ""), shrink=0.85)
+    artist = draw(ax, surface, metric, kind=kind, norm=norm, levels=lv, log=log, cmap=cmap)
+    add_colorbar(fig, artist, ax, norm, label=metric + (" (log scale)" if log else ""))
     note = masked_note(surface, metric, log=log)
     ax.set_title(f"{surface.name}: {metric}" + (f"\n({note})" if note else ""), fontsize=10)
     return fig
+
+
+def add_colorbar(
+    fig: Figure, artist: QuadMesh | QuadContourSet, ax: Axes | Sequence[Axes], norm: Normalize, *, label: str
+) -> None:
+    """A colour bar with round, plainly labelled ticks (several on a log scale), arrows where values overflow."""
+    if isinstance(artist, QuadMesh):  # a contour set knows its own extend; a heatmap clips silently
+        values: np.ndarray = np.ma.asarray(artist.get_array()).filled(np.nan)
+        extend = extend_for(values, np.array(norm_range(norm)))
+        cbar = fig.colorbar(artist, ax=ax, label=label, shrink=0.85, extend=extend)
+    else:
+        cbar = fig.colorbar(artist, ax=ax, label=label, shrink=0.85)
+    tidy_colorbar(cbar, norm)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from matplotlib.figure import Figure
 
-from analysis.common import new_figure
+from analysis.common import new_figure, tidy_log_axis
 from analysis.surface import Surface, SurfaceError
 
 LOSS_STYLE = {"train_loss": ("tab:blue", "-"), "test_loss": ("tab:blue", "--")}
@@ -45,6 +45,9 @@ def plot1d_figure(surface: Surface, *, log: bool = False) -> Figure:
     ax.tick_params(axis="y", labelcolor="tab:blue")
     if log:
         ax.set_yscale("log")
+        # Autoscaled limits; a line scan's loss often spans under a decade, where matplotlib's
+        # default log ticks would be a single "2.3x10^0" label.
+        tidy_log_axis(ax.yaxis, *ax.get_ylim())
     if acc_drawn:
         twin = ax.twinx()
         for m in acc_drawn:
@@ -53,7 +56,8 @@ def plot1d_figure(surface: Surface, *, log: bool = False) -> Figure:
         twin.set_ylabel("accuracy (%)", color="tab:red")
         twin.tick_params(axis="y", labelcolor="tab:red")
     ax.set_xlim(surface.x.min(), surface.x.max())
-    ax.legend(handles=handles, loc="best", fontsize=8)
+    # One legend for both axes, below the plot: inside, some curve of one of the axes would run over it.
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 4), fontsize=8, frameon=False)
     title = surface.name
     if surface.attrs.get("slice"):
         title += f" ({surface.attrs['slice']})"

@@ -22,7 +22,7 @@ step "2/5 2D loss-landscape scan of the trained model on $NP MPI ranks"
 step "3/5 figures and ParaView files from the surface file"
 "$PY" -m analysis contour "$OUT/landscape/surface.h5" --out "$OUT/figures"
 "$PY" -m analysis render "$OUT/landscape/surface.h5" --out "$OUT/figures" --log --contours 12 --cmap coolwarm
-"$PY" -m analysis vtk "$OUT/landscape/surface.h5" --out "$OUT/figures"
+"$PY" -m analysis vtk "$OUT/landscape/surface.h5" --out "$OUT/figures" --zmax 10 --log
 
 step "4/5 filter pruning: sensitivity on $NP ranks, prune and retrain, speed-up (scripts/demo_prune.sh)"
 OUT="$OUT" NP="$NP" PY="$PY" bash scripts/demo_prune.sh

@@ -57,7 +57,7 @@ def test_masked_points_are_holes_and_do_not_stretch_the_colour_scale(holey_file)
     s = load_surface(holey_file)
     lo, hi = s.value_range("train_loss")
     for kind in ("heatmap", "contourf", "contour"):
-        fig = contour_figure(s, kind=kind)
+        fig = contour_figure(s, kind=kind, levels=20)  # a count spreads over the data (auto may pick fixed levels)
         artist = fig.axes[0].collections[0]
         assert (artist.norm.vmin, artist.norm.vmax) == pytest.approx((lo, hi)), kind
     mesh = _artist(contour_figure(s, kind="heatmap"), QuadMesh)
@@ -116,7 +116,7 @@ def test_compare_uses_one_colour_scale_across_files(make_surface_file, bowl_spec
     metrics = bowl_spec.metrics(bowl_spec.x, bowl_spec.y)
     small = Surface(bowl_spec.x, bowl_spec.y, metrics, attrs={"title": "small"})
     big = Surface(bowl_spec.x, bowl_spec.y, {k: 3 * v + 1 for k, v in metrics.items()}, attrs={"title": "big"})
-    fig = compare_figure([small, big], kind="heatmap")
+    fig = compare_figure([small, big], kind="heatmap", levels=20)  # a count: the scale spans the data
     meshes = [next(c for c in ax.collections if isinstance(c, QuadMesh)) for ax in fig.axes[:2]]
     expected = (metrics["train_loss"].min(), 3 * metrics["train_loss"].max() + 1)
     for mesh in meshes:

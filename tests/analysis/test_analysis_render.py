@@ -70,3 +70,22 @@ def test_oblique_render_via_cli_is_not_blank(bowl_file, tmp_path, capsys, image_
 def test_render_of_a_1d_file_is_a_clear_error(line_file, capsys):
     assert main(["render", str(line_file)]) == 2
     assert "plot1d" in capsys.readouterr().err
+
+
+def test_top_view_pixels_have_the_colour_bar_colours_and_axes(bowl_spec, tmp_path):
+    # Three plateaus along x at 1, 2 and 3: unlit, the middle one must be exactly the colour bar's middle.
+    x, y = np.linspace(-1.0, 1.0, 61), np.linspace(-0.6, 0.6, 37)
+    X, _ = np.meshgrid(x, y)
+    loss = np.where(X < -0.4, 1.0, np.where(X > 0.4, 3.0, 2.0))
+    s = load_surface(bowl_spec.write(tmp_path / "steps.h5", x, y, {"train_loss": loss}))
+    path = render_surface(s, tmp_path / "top.png", view="top", window_size=(480, 360), scalar_bar=False, title=False)
+    rgb, surface, (r0, r1, c0, c1) = _surface_pixels(path)
+    viridis = matplotlib.colormaps["viridis"]
+    centre = rgb[(r0 + r1) // 2 - 3 : (r0 + r1) // 2 + 4, (c0 + c1) // 2 - 3 : (c0 + c1) // 2 + 4].reshape(-1, 3)
+    np.testing.assert_allclose(centre, np.broadcast_to(viridis(0.5)[:3], centre.shape), atol=0.02)
+    left = rgb[(r0 + r1) // 2, c0 + (c1 - c0) // 8]
+    np.testing.assert_allclose(left, viridis(0.0)[:3], atol=0.02)
+    # Axes: dark tick labels and titles left of and below the map, on the white background.
+    dark = rgb.max(axis=-1) < 0.4
+    assert dark[r0:r1, : max(c0 - 2, 0)].sum() > 30
+    assert dark[r1 + 2 :, c0:c1].sum() > 30
