@@ -9,10 +9,13 @@ export OMP_NUM_THREADS ?= 1
 
 .PHONY: venv demo test test-slow test-all lint bench clean
 
-$(STAMP): setup.py constraints.txt
+# setup.py requires effrep-analysis (analysis/pyproject.toml) from this checkout, which pip installs as a copy;
+# the second install makes it editable too, so edits to analysis/ count without reinstalling.
+$(STAMP): setup.py constraints.txt analysis/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt -e '.[all]'
+	$(PY) -m pip install -q --no-deps -e ./analysis
 	@if $(PY) -m pip list 2>/dev/null | grep -qi nvidia; then echo "error: CUDA packages were installed; check constraints.txt" >&2; exit 1; fi
 	touch $(STAMP)
 

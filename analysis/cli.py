@@ -302,6 +302,7 @@ def _height(p: argparse.ArgumentParser) -> None:
 
 
 PLUGIN_MODULES = ("analysis.sensitivity", "analysis.quant")
+VIZ_MODULES = ("vtkmodules", "vtk", "pyvista")  # the [viz] extra (vtk and render)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -443,6 +444,12 @@ def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:
         return 2
     except OSError as exc:  # unreadable, foreign or unwritable files: the user's to fix
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:  # vtk/pyvista are the optional [viz] extra; anything else is a bug
+        if (exc.name or "").split(".")[0] not in VIZ_MODULES:
+            raise
+        print(f"error: `{args.command}` needs vtk and pyvista, the [viz] extra: pip install 'effrep-analysis[viz]' "
+              "(from a clone: pip install './analysis[viz]')", file=sys.stderr)
         return 2
     return 0
 
