@@ -64,7 +64,7 @@ def _parse_shape(text: str) -> tuple[int, ...]:
 
 def cmd_flops(args: argparse.Namespace) -> int:
     """FLOPs and parameters before and after pruning a model by a preset and/or per-layer ratios."""
-    from effrep_hpc.prune import planned_cost
+    from effrep_hpc.prune import planned_cost, widths_text
 
     if not args.preset and not args.ratio:
         raise ValueError("give --preset NAME and/or --ratio LAYER=RATIO (see `effrep prune presets`)")
@@ -82,6 +82,8 @@ def cmd_flops(args: argparse.Namespace) -> int:
     print(f"  params:       {report['params_before']:,} -> {report['params_after']:,}  (-{report['params_reduction_pct']:.1f}%)")
     if "preset" in report:
         print(f"  paper:        -{report['paper_flops_reduction_pct']}% FLOPs, -{report['paper_params_reduction_pct']}% params")
+    rounded = f" (pruned layers rounded down to multiples of {args.round_to})" if args.round_to > 1 else ""
+    print(f"  widths after{rounded}: {widths_text(report['widths_after'])}")
     return 0
 
 
@@ -140,25 +142,26 @@ def cmd_quant_markov(args: argparse.Namespace) -> int:
     from effrep_hpc.quant.markov import markov_report
 
     result = markov_report(args.mu, args.sigma, args.delta, list(args.lr), args.wstar)
-    if args.json:
-        print(json.dumps(result, indent=1))
-    else:
-        p = result["problem"]
-        print(f"f(w) = {p['mu']:g}/2 (w - {p['wstar']:g})^2, gradient noise +-{p['sigma']:g}, grid {p['delta']:g} Z")
-        print(f"{'lr':>10}  {'SR excess':>12}  {'BC excess':>12}")
-        for lr in args.lr:
-            key = repr(float(lr))
-            print(f"{lr:>10g}  {result['excess']['sr'][key]:>12.6g}  {result['excess']['bc'][key]:>12.6g}")
-        if p["bc_limit"] > 0:
-            print(f"(w* is off the grid: BC's excess tends to {p['bc_limit']:.6g} as lr -> 0, SR's stays at its plateau)")
-    if args.plot:
+    if args.plot:  # written first, so that --json can name it inside the one JSON document on stdout
         from analysis.common import save_figure
         from analysis.quant import markov_figure
 
         target = Path(args.plot)
         target.parent.mkdir(parents=True, exist_ok=True)
-        path = save_figure(markov_figure(result), target)
-        print(f"plot: {path}", flush=True)
+        result["plot"] = str(save_figure(markov_figure(result), target))
+    if args.json:
+        print(json.dumps(result, indent=1), flush=True)
+        return 0
+    p = result["problem"]
+    print(f"f(w) = {p['mu']:g}/2 (w - {p['wstar']:g})^2, gradient noise +-{p['sigma']:g}, grid {p['delta']:g} Z")
+    print(f"{'lr':>10}  {'SR excess':>12}  {'BC excess':>12}")
+    for lr in args.lr:
+        key = repr(float(lr))
+        print(f"{lr:>10g}  {result['excess']['sr'][key]:>12.6g}  {result['excess']['bc'][key]:>12.6g}")
+    if p["bc_limit"] > 0:
+        print(f"(w* is off the grid: BC's excess tends to {p['bc_limit']:.6g} as lr -> 0, SR's stays at its plateau)")
+    if args.plot:
+        print(f"plot: {result['plot']}", flush=True)
     return 0
 
 
@@ -223,7 +226,7 @@ def add_commands(sub: Any, group: Callable[[str], Any]) -> None:
     p.add_argument("--num-classes", type=int, default=None, help="classes of the classifier [default: the model's]")
     p.add_argument("--count-shortcuts", action="store_true", help="count ResNet projection shortcuts too")
     p.add_argument("--round-to", type=int, default=1, metavar="K",
-                   help="round each pruned layer's kept filters to a multiple of K (prune.round_to)")
+                   help="round each pruned layer's kept filters down to a multiple of K, at least K (prune.round_to)")
 
     p = add(prune, "layers", cmd_layers, "List a model's prunable layers, paper layer ids, widths and FLOP shares.",
             "Every prune group of MODEL: the name to use in prune.ratios / prune.layers, the paper's layer\n"
@@ -242,15 +245,18 @@ def add_commands(sub: Any, group: Callable[[str], Any]) -> None:
         "markov",
         help="Exact stationary excess loss of SR and BC on f(w) = mu/2 (w - w*)^2 with gradient noise +-sigma.",
         description="The exact stationary distribution (a linear solve, not a simulation) of SR on the grid delta*Z "
-        "and of BC's float iterate, for each learning rate; prints E[f] - f* per algorithm and lr. SR's excess "
-        "stops depending on lr once lr is small; BC's keeps shrinking. See effrep_hpc/quant/markov.py.",
+        "(the paper's grid, quant.grid=paper, without clipping) and of BC's float iterate, for each learning rate; "
+        "prints E[f] - f* per algorithm and lr. SR's excess stops depending on lr once lr is small; BC's keeps "
+        "shrinking. A solve whose residual ||pi P - pi||_1 is not at machine precision (> 1e-12) is refused "
+        "(exit 2), never printed. See effrep_hpc/quant/markov.py.",
     )
     m.add_argument("--mu", type=float, required=True, help="curvature of the quadratic")
     m.add_argument("--sigma", type=float, required=True, help="gradient noise: +-sigma with probability 1/2 each")
     m.add_argument("--delta", type=float, required=True, help="grid resolution")
     m.add_argument("--lr", type=float, nargs="+", required=True, help="learning rates")
     m.add_argument("--wstar", type=float, default=0.0, help="the minimiser (default 0, on the grid)")
-    m.add_argument("--json", action="store_true", help="print the full result as JSON")
+    m.add_argument("--json", action="store_true",
+                   help="print the full result as one JSON document (with --plot, its path is the key \"plot\")")
     m.add_argument("--plot", default=None, metavar="PATH", help="also write a plot of excess loss against lr")
     m.set_defaults(func=cmd_quant_markov)
 

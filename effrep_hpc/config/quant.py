@@ -57,13 +57,16 @@ class QuantConfig:
 
     Algorithms: fp, bc, sr, r (SGD step with train.momentum) and fp-adam, bc-adam, sr-adam, r-adam (Adam step);
     the algorithm decides SGD vs Adam, train.optimizer is not used. bits: 1 (binary: sign x per-layer scale)
-    to 16; FP runs ignore it. delta_rule: how each layer's grid resolution is picked from its initial weights,
+    to 16; FP runs ignore it. grid: ``paper`` (Delta*Z with zero, the paper's Q_d, 2**bits - 1 levels
+    symmetric about 0) or ``midrise`` (the 2**bits levels (j + 1/2)*Delta); one bit is sign x scale on both.
+    delta_rule: how each layer's grid resolution is picked from its initial weights,
     ``gauss`` (MSE-optimal for Gaussian weights), ``max`` (outermost level at max|w|) or ``fixed`` (quant.delta);
     delta_scale multiplies it (see effrep_hpc/quant/quantizers.py for when a coarser grid helps).
     """
 
     algorithm: str = result("bc")
     bits: int = result(1)
+    grid: Literal["paper", "midrise"] = result("paper")  # the k-bit levels (see effrep_hpc/quant/quantizers.py)
     delta_rule: Literal["gauss", "max", "fixed"] = result("gauss")
     delta: Optional[float] = result(None)  # the grid resolution for delta_rule=fixed
     delta_scale: float = result(1.0)  # multiplies the rule's Delta (a coarser grid than the initial weights suggest)

@@ -1,6 +1,7 @@
 """Quantized training (Li et al., NeurIPS 2017): grids and rounding, BC/SR/R optimizers, packing, Markov chains.
 
-- :mod:`~effrep_hpc.quant.quantizers`: the k-bit grid, Q_d and Q_s, the per-layer Delta rule.
+- :mod:`~effrep_hpc.quant.quantizers`: the k-bit grids (the paper's Delta*Z, or midrise), Q_d and Q_s, SR's step
+  in units of Delta, the per-layer Delta rule.
 - :mod:`~effrep_hpc.quant.algorithms`: :class:`QuantizedOptimizer` (FP, BC, SR, R with SGD or Adam steps) and
   :func:`quantized_layers` (which weights are quantized).
 - :mod:`~effrep_hpc.quant.pack`: k bits per weight plus a per-layer scale, bit-exact round trip.
@@ -26,13 +27,16 @@ if TYPE_CHECKING:  # type checkers see the real names; at run time they load on 
         from_codes,
         gaussian_step,
         grid_codes,
+        grid_levels,
         grid_limit,
         on_grid,
         quantize_det,
         quantize_stoch,
+        stochastic_step,
     )
     from effrep_hpc.quant.spec import (  # noqa: F401
         ALGORITHMS,
+        GRIDS,
         MAX_BITS,
         AlgorithmSpec,
         get_algorithm,
@@ -44,6 +48,7 @@ _LAZY = {
     'ALGORITHMS': 'effrep_hpc.quant.spec',
     'AlgorithmSpec': 'effrep_hpc.quant.spec',
     'DELTA_RULES': 'effrep_hpc.quant.quantizers',
+    'GRIDS': 'effrep_hpc.quant.spec',
     'MAX_BITS': 'effrep_hpc.quant.spec',
     'QuantizedOptimizer': 'effrep_hpc.quant.algorithms',
     'choose_delta': 'effrep_hpc.quant.quantizers',
@@ -51,10 +56,12 @@ _LAZY = {
     'gaussian_step': 'effrep_hpc.quant.quantizers',
     'get_algorithm': 'effrep_hpc.quant.spec',
     'grid_codes': 'effrep_hpc.quant.quantizers',
+    'grid_levels': 'effrep_hpc.quant.quantizers',
     'grid_limit': 'effrep_hpc.quant.quantizers',
     'on_grid': 'effrep_hpc.quant.quantizers',
     'quantize_det': 'effrep_hpc.quant.quantizers',
     'quantize_stoch': 'effrep_hpc.quant.quantizers',
+    'stochastic_step': 'effrep_hpc.quant.quantizers',
     'quantized_layers': 'effrep_hpc.quant.algorithms',
 }
 

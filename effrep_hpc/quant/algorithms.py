@@ -9,15 +9,16 @@ with L2 weight decay), then applies it in its own way to the quantized weights (
   ``Q_d(w_r)``, so forward and backward run on the quantized weights and the gradient is taken there;
   ``w_r <- clip(w_r - d)`` and the model gets ``Q_d(w_r)`` again. Small steps accumulate in ``w_r`` until
   they flip a weight: the greedy search phase the paper credits BC's accuracy to.
-- ``sr``/``sr-adam`` (stochastic rounding): the weights live on the grid, ``w <- Q_s(w - d)``. No float copy
-  is kept anywhere: the only per-weight float state is the gradient statistics of the step itself
-  (momentum buffer, or Adam's two moments), exactly what the float baseline keeps.
+- ``sr``/``sr-adam`` (stochastic rounding): the weights live on the grid, ``w <- Q_s(w - d)``, rounded in
+  units of Delta so that no step is too small to count (:func:`~effrep_hpc.quant.quantizers.stochastic_step`).
+  No float copy is kept anywhere: the only per-weight float state is the gradient statistics of the step
+  itself (momentum buffer, or Adam's two moments), exactly what the float baseline keeps.
 - ``r``/``r-adam`` (deterministic rounding): ``w <- Q_d(w - d)``; also no float copy.
 
 Activations and gradients stay float. Biases, BN parameters and layers left float (``quantize_first_last``)
-get ``w <- w - d``. The grid of each quantized layer is fixed at construction by the Delta rule
-(:mod:`effrep_hpc.quant.quantizers`); the FP algorithms also get one-bit grids, used only to express weights
-in grid units for statistics.
+get ``w <- w - d``. The grid of each quantized layer (``grid``: the paper's ``Delta*Z`` or ``midrise``) is
+fixed at construction by the Delta rule (:mod:`effrep_hpc.quant.quantizers`); the FP algorithms also get
+one-bit grids, used only to express weights in grid units for statistics.
 
 Implementation: the optimizer moves all trainable parameters into one flat buffer (quantized weights first)
 and makes the parameters views of it, so each step is a handful of whole-buffer kernels instead of a loop
@@ -33,7 +34,15 @@ from typing import Any, Callable, Optional, cast
 import torch
 from torch import Tensor, nn
 
-from effrep_hpc.quant.quantizers import check_bits, choose_delta, grid_limit, quantize_det, quantize_stoch
+from effrep_hpc.quant.quantizers import (
+    check_bits,
+    check_grid,
+    choose_delta,
+    grid_levels,
+    grid_limit,
+    quantize_det,
+    stochastic_step,
+)
 from effrep_hpc.quant.spec import ALGORITHMS, AlgorithmSpec, get_algorithm  # noqa: F401  (re-exported)
 
 WEIGHT_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
@@ -61,8 +70,8 @@ def quantized_layers(model: nn.Module, quantize_first_last: bool = True) -> list
 class QuantizedOptimizer(torch.optim.Optimizer):
     """FP/BC/SR/R training of ``model`` with an SGD or Adam step; a drop-in torch optimizer (schedulers work).
 
-    ``bits`` and the Delta rule (``delta_rule``, ``delta``, ``delta_scale``) define each quantized layer's
-    grid; ``clip`` keeps BC's float copy inside the grid's range (as BinaryConnect does), so a weight never
+    ``bits``, ``grid`` (paper or midrise) and the Delta rule (``delta_rule``, ``delta``, ``delta_scale``) define
+    each quantized layer's grid; ``clip`` keeps BC's float copy inside the grid's range (as BinaryConnect does), so a weight never
     drifts so far out that it cannot flip back. ``seed`` (or ``generator``, on the parameters' device) drives stochastic
     rounding; its state is part of :meth:`state_dict`.
     """
@@ -74,6 +83,7 @@ class QuantizedOptimizer(torch.optim.Optimizer):
         *,
         lr: float,
         bits: int = 1,
+        grid: str = "paper",
         momentum: float = 0.0,
         nesterov: bool = False,
         weight_decay: float = 0.0,
@@ -98,6 +108,7 @@ class QuantizedOptimizer(torch.optim.Optimizer):
             raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
         # The FP algorithms quantize nothing; their one-bit grids only put weights in grid units for statistics.
         grid_bits = 1 if spec.rule == "fp" else check_bits(bits)
+        check_grid(grid)
         named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         qnames = quantized_layers(model, quantize_first_last)
         by_name = dict(named)
@@ -116,6 +127,7 @@ class QuantizedOptimizer(torch.optim.Optimizer):
 
         self.spec = spec
         self.bits = grid_bits
+        self.grid_kind = grid
         self.names = [n for n, _ in ordered]
         self.quantized_names = list(qnames)
         self.clip = clip
@@ -133,7 +145,7 @@ class QuantizedOptimizer(torch.optim.Optimizer):
             for p, view in zip(params, flat.split(self._sizes)):
                 p.data = view.view_as(p)
         self._flat = flat
-        self.deltas = [choose_delta(by_name[n].detach(), grid_bits, delta_rule, delta, delta_scale) for n in qnames]
+        self.deltas = [choose_delta(by_name[n].detach(), grid_bits, delta_rule, delta, delta_scale, grid) for n in qnames]
         self._set_grid()
         self._master: Optional[Tensor] = None
         with torch.no_grad():
@@ -142,9 +154,9 @@ class QuantizedOptimizer(torch.optim.Optimizer):
                 self._master = flat.clone()
                 if clip:
                     self._clip(self._master[: self._nq])
-                wq.copy_(quantize_det(self._master[: self._nq], self._delta, grid_bits))
+                wq.copy_(quantize_det(self._master[: self._nq], self._delta, grid_bits, grid))
             elif spec.rule in ("sr", "r"):
-                wq.copy_(quantize_det(wq, self._delta, grid_bits))
+                wq.copy_(quantize_det(wq, self._delta, grid_bits, grid))
         self._buffers: dict[str, Tensor] = {}
         if spec.optimizer == "adam":
             self._buffers = {"exp_avg": torch.zeros_like(flat), "exp_avg_sq": torch.zeros_like(flat)}
@@ -160,7 +172,7 @@ class QuantizedOptimizer(torch.optim.Optimizer):
         ref = self._flat
         parts = [torch.full((n,), d, dtype=ref.dtype, device=ref.device) for n, d in zip(qsizes, self.deltas)]
         self._delta = torch.cat(parts) if parts else ref[:0].clone()
-        self._limit = cast(Tensor, grid_limit(self._delta, self.bits))  # a tensor Delta gives a tensor limit
+        self._limit = cast(Tensor, grid_limit(self._delta, self.bits, self.grid_kind))  # a tensor Delta: a tensor limit
 
     def _clip(self, w: Tensor) -> None:
         torch.clamp(w, -self._limit, self._limit, out=w)
@@ -217,15 +229,16 @@ class QuantizedOptimizer(torch.optim.Optimizer):
             master.sub_(d)
             if self.clip:
                 self._clip(master[:nq])
-            self._flat[:nq].copy_(quantize_det(master[:nq], self._delta, self.bits))
+            self._flat[:nq].copy_(quantize_det(master[:nq], self._delta, self.bits, self.grid_kind))
             self._flat[nq:].copy_(master[nq:])
+        elif rule == "sr":
+            wq = self._flat[:nq]  # on the grid: the step is rounded in units of Delta, never added in float first
+            wq.copy_(stochastic_step(wq, d[:nq], self._delta, self.bits, self.generator, self.grid_kind))
+            self._flat[nq:].sub_(d[nq:])
         else:
             self._flat.sub_(d)
             wq = self._flat[:nq]
-            if rule == "sr":
-                wq.copy_(quantize_stoch(wq, self._delta, self.bits, self.generator))
-            else:
-                wq.copy_(quantize_det(wq, self._delta, self.bits))
+            wq.copy_(quantize_det(wq, self._delta, self.bits, self.grid_kind))
         return loss
 
     # --- what the runner and the tests look at ---------------------------------------------------
@@ -244,7 +257,7 @@ class QuantizedOptimizer(torch.optim.Optimizer):
         return None
 
     def grid(self) -> tuple[Tensor, int]:
-        """Per-element Delta of the quantized part and the grid's bits."""
+        """Per-element Delta of the quantized part and the grid's bits (the kind of grid: ``grid_kind``)."""
         return self._delta, self.bits
 
     def in_grid_units(self, w: Tensor) -> Tensor:
@@ -279,6 +292,10 @@ class QuantizedOptimizer(torch.optim.Optimizer):
         """Delta of each quantized layer, by weight name."""
         return dict(zip(self.quantized_names, self.deltas))
 
+    def summary(self) -> dict[str, Any]:
+        """What a checkpoint records to unpack the weights: algorithm, bits, grid kind and each layer's Delta."""
+        return {"algorithm": self.spec.name, "bits": self.bits, "grid": self.grid_kind, "layers": self.layer_grids()}
+
     # --- checkpoints -----------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
@@ -291,6 +308,7 @@ class QuantizedOptimizer(torch.optim.Optimizer):
         return {
             "algorithm": self.spec.name,
             "bits": self.bits,
+            "grid": self.grid_kind,
             "names": list(self.names),
             "deltas": list(self.deltas),
             "step": self._step,
@@ -304,6 +322,10 @@ class QuantizedOptimizer(torch.optim.Optimizer):
         for key, mine in (("algorithm", self.spec.name), ("bits", self.bits), ("names", self.names)):
             if state.get(key) != mine:
                 raise ValueError(f"optimizer state is for {key}={state.get(key)!r}, this optimizer has {mine!r}")
+        saved = state.get("grid", "midrise")  # states written before there was a choice of grid are midrise
+        if grid_levels(self.bits, saved) != grid_levels(self.bits, self.grid_kind):  # one bit: the grids agree
+            raise ValueError(f"optimizer state is for the {saved} grid, this optimizer has the {self.grid_kind} grid "
+                             f"(set quant.grid={saved} to continue it)")
         self.deltas = [float(d) for d in state["deltas"]]
         self._set_grid()
         buffers = dict(state["buffers"])

@@ -5,10 +5,11 @@ This is the paper's greedy-search-phase argument computed exactly (a linear solv
 Problem
 -------
 ``f(w) = mu/2 (w - w*)^2``; the stochastic gradient at ``w`` is ``mu (w - w*) + s sigma`` with ``s = +1`` or
-``-1`` with probability 1/2 each; the grid is ``D Z`` (resolution ``D``, unbounded: a k-bit grid only adds
-clipping far from ``w*``, irrelevant once its range covers ``w* +- sigma/mu + D``); learning rate ``a``. The
-excess loss reported is ``E[f(w_used)] - f(w*)`` under the stationary law, where ``w_used`` is the weight
-the model computes with: SR's iterate, BC's ``Q_d(w_r)``.
+``-1`` with probability 1/2 each; learning rate ``a``. The grid is ``D Z``: resolution ``D``, zero included,
+the paper's grid (``quant.grid=paper``) without its k-bit clipping, which only acts far from ``w*`` and is
+irrelevant once the range covers ``w* +- sigma/mu + D``. (The ``midrise`` grid ``D (Z + 1/2)`` gives the same
+chain shifted by ``D/2``: use ``w* - D/2``.) The excess loss reported is ``E[f(w_used)] - f(w*)`` under the
+stationary law, where ``w_used`` is the weight the model computes with: SR's iterate, BC's ``Q_d(w_r)``.
 
 SR: ``w <- Q_s(w - a g(w))``
 ----------------------------
@@ -67,10 +68,14 @@ between ``q0`` and ``q1`` with mean ``w*``; the excess then shrinks to ``mu/2 (w
 
 Solving
 -------
-For a closed class with transition matrix ``P`` the stationary ``pi`` solves ``pi P = pi``, ``sum pi = 1``:
-fixing ``pi_r = 1`` for a central state ``r`` and dropping its balance equation leaves a nonsingular sparse
-system (``I - P^T`` without row and column ``r``), solved by sparse LU; ``||pi P - pi||_1`` is reported as
-``residual`` (machine precision in practice).
+For a closed class with transition matrix ``P`` the stationary ``pi`` solves ``pi P = pi``, ``sum pi = 1``. The
+balance equation of the last state is replaced by the normalisation and the system is solved by sparse LU
+(:func:`_solve_closed`). Normalising inside the solve matters: the laws here span hundreds of orders of
+magnitude (BC with ``w*`` off the grid at lr 1e-3 puts ``e^-600`` on the far side of its cell), so fixing
+one state's probability to 1 instead overflows every other state when that state is an unlikely one.
+``||pi P - pi||_1`` is reported as ``residual``; a result whose residual is above ``RESIDUAL_TOL`` (1e-12;
+the solves land at 1e-17 to 1e-14) or whose excess is not finite is refused with a ValueError rather than
+returned. Checked against GTH elimination on chains built from exact fractions (tests/quant).
 """
 
 from __future__ import annotations
@@ -82,11 +87,12 @@ from typing import Optional
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.sparse.csgraph import connected_components
-from scipy.sparse.linalg import spsolve
+from scipy.sparse.csgraph import connected_components, reverse_cuthill_mckee
+from scipy.sparse.linalg import splu, spsolve
 
 MAX_STATES = 2_000_000
 MAX_DENOMINATOR = 1_000_000
+RESIDUAL_TOL = 1e-12  # ||pi P - pi||_1 above this is not machine precision: the result is refused
 
 
 @dataclass(frozen=True)
@@ -137,24 +143,47 @@ def _check(mu: float, sigma: float, delta: float, lr: float) -> None:
         raise ValueError("; ".join(problems))
 
 
-def _solve_closed(P: sp.csr_matrix, ref: int) -> np.ndarray:
-    """Stationary law of an irreducible stochastic matrix: fix pi_ref = 1, solve the other balance equations.
+def _solve_closed(P: sp.csr_matrix) -> np.ndarray:
+    """Stationary law of an irreducible stochastic matrix: the balance equations with one replaced by sum(pi) = 1.
 
-    ``ref`` should be a likely state: probabilities in the tails can be 1e-100 and below, and fixing one of
-    those to 1 would push the others past the float range.
+    The normalisation row keeps every unknown in [0, 1], so tails of 1e-300 underflow harmlessly instead of
+    overflowing the likely states (as pinning an unlikely state to 1 would). The states are put in reverse
+    Cuthill-McKee order (a narrow band: fill-in stays small) and the normalisation replaces the balance
+    equation of the state eliminated last, so the dense row never causes fill. ``I - P^T`` is column-diagonally
+    dominant in any symmetric order, so its LU needs no pivoting. If a factorisation fails or misses the
+    residual, a minimum-degree ordering and then partial pivoting are tried. One step of iterative
+    refinement follows each solve; the caller checks the residual.
     """
     m = P.shape[0]
     if m == 1:
         return np.ones(1)
-    rest = np.delete(np.arange(m), ref)
-    PT = P.T.tocsr()
-    A = (sp.identity(m, format="csr") - PT)[rest][:, rest].tocsc()
-    b = np.asarray(PT[rest][:, [ref]].todense()).ravel()
+    order = reverse_cuthill_mckee((P + P.T).tocsr(), symmetric_mode=True)
+    Pp = P[order][:, order].tocsr()
+    balance = (sp.identity(m, format="csr") - Pp.T.tocsr())[: m - 1]
+    A = sp.vstack([balance, sp.csr_matrix(np.ones((1, m)))]).tocsc()
+    b = np.zeros(m)
+    b[-1] = 1.0
+    best, best_res = np.full(m, np.nan), np.inf
+    for permc, pivot in (("NATURAL", 0.0), ("MMD_AT_PLUS_A", 0.0), ("COLAMD", 1.0)):
+        try:
+            lu = splu(A, permc_spec=permc, diag_pivot_thresh=pivot)
+        except RuntimeError:  # an exactly singular pivot: try the next ordering
+            continue
+        x = lu.solve(b)
+        x += lu.solve(b - A @ x)
+        x = np.clip(x, 0.0, None)
+        total = x.sum()
+        if not (np.isfinite(total) and total > 0):
+            continue
+        x /= total
+        res = _residual(Pp, x)
+        if res < best_res:
+            best, best_res = x, res
+        if res <= RESIDUAL_TOL:
+            break
     pi = np.empty(m)
-    pi[ref] = 1.0
-    pi[rest] = np.atleast_1d(spsolve(A, b))
-    pi = np.clip(pi, 0.0, None)
-    return pi / pi.sum()
+    pi[order] = best
+    return pi
 
 
 def stationary_distribution(P: sp.spmatrix, start: np.ndarray) -> tuple[np.ndarray, int]:
@@ -193,8 +222,7 @@ def stationary_distribution(P: sp.spmatrix, start: np.ndarray) -> tuple[np.ndarr
         if weight <= 0:
             continue
         idx = np.flatnonzero(labels == label)
-        ref = int(np.argmax(start[idx])) if start[idx].max() > 0 else len(idx) // 2
-        pi[idx] = weight * _solve_closed(P[idx][:, idx], ref)
+        pi[idx] = weight * _solve_closed(P[idx][:, idx])
     return pi / pi.sum(), len(closed)
 
 
@@ -202,8 +230,27 @@ def _residual(P: sp.spmatrix, pi: np.ndarray) -> float:
     return float(np.abs(P.T @ pi - pi).sum())
 
 
+def _checked_residual(algorithm: str, lr: float, P: sp.spmatrix, pi: np.ndarray, excess: float, tol: float) -> float:
+    """``||pi P - pi||_1``, or ValueError when it (or the excess) is not trustworthy: no wrong number is returned."""
+    residual = _residual(P, pi)
+    if not (residual <= tol and math.isfinite(excess)):
+        raise ValueError(
+            f"{algorithm.upper()}'s stationary solve at lr={lr:g} only reached ||pi P - pi||_1 = {residual:.2g} "
+            f"(> {tol:g}, not machine precision) on {P.shape[0]} states, so its excess is not reliable; use a larger "
+            "lr, or mu, sigma, delta and wstar with shorter decimal ratios (a smaller chain)"
+        )
+    return residual
+
+
 def sr_stationary(
-    mu: float, sigma: float, delta: float, lr: float, wstar: float = 0.0, *, max_states: int = MAX_STATES
+    mu: float,
+    sigma: float,
+    delta: float,
+    lr: float,
+    wstar: float = 0.0,
+    *,
+    max_states: int = MAX_STATES,
+    tol: float = RESIDUAL_TOL,
 ) -> Stationary:
     """Exact stationary law and excess loss of SR, ``w <- Q_s(w - lr g(w))``, on the grid ``delta Z``."""
     _check(mu, sigma, delta, lr)
@@ -243,8 +290,9 @@ def sr_stationary(
     start[start_j - lo] = 1.0
     pi, classes = stationary_distribution(P, start)
     excess = float(pi @ (0.5 * mu * (w - wstar) ** 2))
+    residual = _checked_residual("sr", lr, P, pi, excess, tol)
     keep = pi > 0
-    return Stationary("sr", lr, excess, w[keep], pi[keep], n, _residual(P, pi), classes=classes)
+    return Stationary("sr", lr, excess, w[keep], pi[keep], n, residual, classes=classes)
 
 
 def _fraction(x: float, what: str, max_denominator: int) -> Fraction:
@@ -281,6 +329,7 @@ def bc_stationary(
     *,
     max_states: int = MAX_STATES,
     max_denominator: int = MAX_DENOMINATOR,
+    tol: float = RESIDUAL_TOL,
 ) -> Stationary:
     """Exact stationary excess loss of BC, ``w_r <- w_r - lr g(Q_d(w_r))``, through the interval chain (module doc)."""
     _check(mu, sigma, delta, lr)
@@ -322,10 +371,9 @@ def bc_stationary(
     occupancy = np.bincount(cell - cell.min(), weights=pi, minlength=len(cells))
     values = cells * delta
     excess = float(occupancy @ (0.5 * mu * (values - wstar) ** 2))
+    residual = _checked_residual("bc", lr, P, pi, excess, tol)
     keep = occupancy > 0
-    return Stationary(
-        "bc", lr, excess, values[keep], occupancy[keep], n, _residual(P, pi), lattice=width, classes=classes
-    )
+    return Stationary("bc", lr, excess, values[keep], occupancy[keep], n, residual, lattice=width, classes=classes)
 
 
 def markov_report(mu: float, sigma: float, delta: float, lrs: list[float], wstar: float = 0.0) -> dict:
@@ -346,7 +394,7 @@ def markov_report(mu: float, sigma: float, delta: float, lrs: list[float], wstar
             "wstar": wstar,
             "f": "mu/2 (w - wstar)^2",
             "gradient": "mu (w - wstar) + s sigma, s = +1 or -1 with probability 1/2",
-            "grid": "delta * Z",
+            "grid": "delta * Z (the paper's grid, quant.grid=paper, without clipping)",
             "excess": "E[f(w_used)] - f(wstar) under the exact stationary law; w_used = SR's iterate, BC's Q_d(w_r)",
             "bc_limit": bc_limit,
         },

@@ -1,9 +1,12 @@
 """Bit-packing of quantized weights: k bits per weight plus one float scale (Delta) per layer.
 
-A weight on a k-bit grid is ``(j + 1/2) Delta`` with ``j + 2**(k-1)`` in ``0 .. 2**k - 1``; packing stores
-that code in k bits (most significant first, weights in row-major order, padded to a whole byte), so a
-binary layer costs one bit per weight. Unpacking rebuilds ``(code - 2**(k-1) + 1/2) * Delta`` with the same
-float32 arithmetic the optimizer used, so the weights come back bit for bit. :func:`pack_state` packs
+A weight on a k-bit grid is ``(j + offset) Delta`` (:func:`~effrep_hpc.quant.quantizers.grid_levels`: the
+paper grid ``j = -(2**(k-1) - 1) .. 2**(k-1) - 1``, offset 0; midrise ``j = -2**(k-1) .. 2**(k-1) - 1``,
+offset 1/2); packing stores its code ``j - lo`` in k bits (most significant first, weights in row-major
+order, padded to a whole byte), so a binary layer costs one bit per weight. Each packed entry records its
+grid (entries without one are midrise, the only grid before there was a choice). Unpacking rebuilds
+``(code + lo + offset) * Delta`` with the same float32 arithmetic the optimizer used, so the weights come back
+bit for bit. :func:`pack_state` packs
 the quantized layers of a whole state_dict (the other tensors stay float), :func:`unpack_state` inverts
 it, and :func:`packed_size` counts what that saves.
 """
@@ -18,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from effrep_hpc.quant.quantizers import check_bits, from_codes, grid_codes, on_grid
+from effrep_hpc.quant.quantizers import check_bits, check_grid, from_codes, grid_codes, on_grid
 
 
 def pack_codes(codes: Tensor, bits: int) -> Tensor:
@@ -40,21 +43,23 @@ def unpack_codes(packed: Tensor, count: int, bits: int) -> Tensor:
     return torch.from_numpy(planes @ weights)
 
 
-def pack_weight(w: Tensor, delta: float, bits: int) -> dict[str, Any]:
-    """Pack one layer's weights, which must lie on its grid: ``{"data", "shape", "delta", "bits"}``."""
+def pack_weight(w: Tensor, delta: float, bits: int, grid: str = "paper") -> dict[str, Any]:
+    """Pack one layer's weights, which must lie on its grid: ``{"data", "shape", "delta", "bits", "grid"}``."""
     dtype_delta = torch.tensor(delta, dtype=w.dtype)
-    if not on_grid(w.detach().cpu(), dtype_delta, bits):
-        raise ValueError("these weights are not on the layer's grid; only quantized layers can be packed")
-    codes = grid_codes(w.detach().cpu(), dtype_delta, bits)
-    return {"data": pack_codes(codes, bits), "shape": list(w.shape), "delta": float(delta), "bits": int(bits)}
+    if not on_grid(w.detach().cpu(), dtype_delta, bits, check_grid(grid)):
+        raise ValueError(f"these weights are not on the layer's {grid} grid; only quantized layers can be packed")
+    codes = grid_codes(w.detach().cpu(), dtype_delta, bits, grid)
+    return {"data": pack_codes(codes, bits), "shape": list(w.shape), "delta": float(delta), "bits": int(bits),
+            "grid": grid}
 
 
 def unpack_weight(entry: dict[str, Any], dtype: torch.dtype = torch.float32) -> Tensor:
     """Rebuild the weights of a :func:`pack_weight` entry (bit-identical to the ones packed)."""
     shape = [int(s) for s in entry["shape"]]
     count = math.prod(shape)
-    codes = unpack_codes(entry["data"], count, int(entry["bits"]))
-    return from_codes(codes, torch.tensor(float(entry["delta"]), dtype=dtype), int(entry["bits"]), dtype).reshape(shape)
+    bits, grid = int(entry["bits"]), str(entry.get("grid", "midrise"))
+    codes = unpack_codes(entry["data"], count, bits)
+    return from_codes(codes, torch.tensor(float(entry["delta"]), dtype=dtype), bits, dtype, grid).reshape(shape)
 
 
 def packed_bytes(entry: dict[str, Any]) -> int:
@@ -63,13 +68,13 @@ def packed_bytes(entry: dict[str, Any]) -> int:
 
 
 def pack_state(
-    state: Mapping[str, Tensor], grids: Mapping[str, float], bits: int
+    state: Mapping[str, Tensor], grids: Mapping[str, float], bits: int, grid: str = "paper"
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Tensor]]:
-    """Pack the weights named in ``grids`` (name -> Delta) of a state_dict: (packed entries, the other tensors)."""
+    """Pack the weights named in ``grids`` (name -> Delta) of a state_dict on ``grid``: (packed entries, the rest)."""
     missing = sorted(set(grids) - set(state))
     if missing:
         raise KeyError(f"the quantized layers {missing} are not in this state_dict; is it the model they were trained in?")
-    packed = {name: pack_weight(state[name].detach().cpu(), float(delta), bits) for name, delta in grids.items()}
+    packed = {name: pack_weight(state[name].detach().cpu(), float(delta), bits, grid) for name, delta in grids.items()}
     rest = {k: v.detach().cpu().clone() for k, v in state.items() if k not in packed}
     return packed, rest
 

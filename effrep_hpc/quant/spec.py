@@ -1,4 +1,4 @@
-"""The training algorithms as data and the largest bit width: importable without torch (configs check them)."""
+"""The training algorithms as data, the grids and the largest bit width: importable without torch (configs check them)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from types import MappingProxyType
 from typing import Literal
 
 MAX_BITS = 16
+GRIDS = ("paper", "midrise")  # Delta*Z with zero (Li et al. 2017), or (j + 1/2)*Delta; see quant/quantizers.py
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ def train_run(cfg: Config, dataset: Any, checkpoint: Optional[Path], **outputs: 
         model = seeded_model(cfg, dataset)
         opt, sched = step_rule(cfg, model, "quant")
         tag = f"{cfg.quant.algorithm}, " + ("float" if opt.spec.rule == "fp" else f"{opt.bits} bit")
-        grids = lambda: {"quant": {"algorithm": opt.spec.name, "bits": opt.bits, "layers": opt.layer_grids()}}  # noqa: E731
+        grids = lambda: {"quant": opt.summary()}  # noqa: E731 (algorithm, bits, grid, Delta per layer: what export needs)
         run.fit(model, opt, sched, dataset, epochs=epochs, probe=change_probe(opt), extra=grids, tag=tag)
     return run, opt
 
@@ -87,7 +87,7 @@ def export_packed(checkpoint: str | Path, out: Optional[str | Path] = None, *, c
     info, model = state["extra"]["quant"], rebuild_model(state, checkpoint).eval()
     if not ALGORITHMS[info["algorithm"]].quantized:
         raise CheckpointError(f"{checkpoint} is an {info['algorithm']} (float) run: only bc/sr/r runs have weights to pack")
-    packed, rest = pack_state(model.state_dict(), info["layers"], int(info["bits"]))
+    packed, rest = pack_state(model.state_dict(), info["layers"], int(info["bits"]), info.get("grid", "midrise"))
     path = save_packed(out or checkpoint.with_name(f"{checkpoint.stem}.packed.pt"), state, packed, rest,
                        algorithm=info["algorithm"], bits=int(info["bits"]))
     x = torch.randn(check_batch, *model_spec(str(model.arch_name)).input_shape, generator=torch.Generator().manual_seed(0))

@@ -66,7 +66,7 @@ def step_rule(cfg: Config, model: nn.Module, rule: str = "train", epochs: Option
         (P.retrain_lr, P.retrain_schedule, P.retrain_milestones) if retrain else (t.lr, t.schedule, t.milestones))
     common: dict[str, Any] = dict(lr=lr, momentum=t.momentum, nesterov=t.nesterov, weight_decay=t.weight_decay)
     if rule == "quant":
-        grid = {k: getattr(q, k) for k in ("bits", "delta_rule", "delta", "delta_scale", "quantize_first_last", "clip")}
+        grid = {k: getattr(q, k) for k in ("bits", "grid", "delta_rule", "delta", "delta_scale", "quantize_first_last", "clip")}
         seed = child_seed(t.seed, "quant-rounding") & (2**63 - 1)
         optimizer: Any = QuantizedOptimizer(model, q.algorithm, seed=seed, **grid, **common)
     else:

@@ -46,11 +46,13 @@ def test_default_quantizes_every_linear_weight_in_order_and_first_last_can_stay_
     assert names[0] == "features.0.conv.weight" and names[-1] == "classifier.weight" and len(names) == 4
 
 
+@pytest.mark.parametrize("grid", ["paper", "midrise"])
 @pytest.mark.parametrize("algorithm", ["sr", "sr-adam", "r", "r-adam"])
 @pytest.mark.parametrize("bits", [1, 2])
-def test_fully_quantized_weights_are_on_the_grid_after_every_step(algorithm: str, bits: int) -> None:
+def test_fully_quantized_weights_are_on_the_grid_after_every_step(algorithm: str, bits: int, grid: str) -> None:
     model = tiny_model()
-    opt = QuantizedOptimizer(model, algorithm, lr=0.05 if "adam" not in algorithm else 0.01, bits=bits, momentum=0.9, seed=1)
+    lr = 0.05 if "adam" not in algorithm else 0.01
+    opt = QuantizedOptimizer(model, algorithm, lr=lr, bits=bits, grid=grid, momentum=0.9, seed=1)
     delta, _ = opt.grid()
     names = opt.quantized_names
     moved = []
@@ -58,7 +60,7 @@ def test_fully_quantized_weights_are_on_the_grid_after_every_step(algorithm: str
     def check() -> None:
         params = dict(model.named_parameters())
         flat = torch.cat([params[n].detach().reshape(-1) for n in names])
-        assert on_grid(flat, delta, bits), "a quantized weight left the grid"
+        assert on_grid(flat, delta, bits, grid), "a quantized weight left the grid"
         moved.append(flat.clone())
 
     check()
@@ -69,6 +71,36 @@ def test_fully_quantized_weights_are_on_the_grid_after_every_step(algorithm: str
     # the only per-weight float state is the step's own gradient statistics, never a copy of the weights
     buffers = set(opt.state_dict()["buffers"])
     assert buffers == ({"exp_avg", "exp_avg_sq"} if "adam" in algorithm else {"momentum"})
+
+
+@pytest.mark.parametrize("grid", ["paper", "midrise"])
+def test_sr_moves_16_bit_weights_by_steps_of_a_thousandth_of_delta_on_average(grid: str) -> None:
+    """One SR step of d = 1e-3 Delta on a million 16-bit weights: the mean change is -d (within 6 standard errors)."""
+    delta = 2.0**-7  # levels exact in float32, so changes can be compared as floats
+    layer = torch.nn.Linear(1000, 1000, bias=False)
+    torch.nn.init.uniform_(layer.weight, -200.0, 200.0)  # levels out to |j| = 25600 of 32767
+    opt = QuantizedOptimizer(layer, "sr", lr=1.0, bits=16, grid=grid, delta_rule="fixed", delta=delta, seed=5)
+    before = layer.weight.detach().double().clone()
+    layer.weight.grad = torch.full_like(layer.weight, 1e-3 * delta)  # lr 1: the step is the gradient
+    opt.step()
+    change = layer.weight.detach().double() - before
+    n, p = change.numel(), 1e-3
+    assert abs(float(change.mean()) + p * delta) < 6 * delta * (p * (1 - p) / n) ** 0.5
+    assert set((change / delta).unique().tolist()) <= {-1.0, 0.0}
+    assert on_grid(layer.weight.detach(), delta, 16, grid)
+
+
+def test_old_states_are_midrise_and_resume_only_where_the_grids_agree() -> None:
+    for bits, ok in ((1, True), (2, False)):
+        state = QuantizedOptimizer(tiny_model(), "sr", lr=0.1, bits=bits, grid="midrise").state_dict()
+        del state["grid"]  # as saved before there was a choice of grid
+        QuantizedOptimizer(tiny_model(), "sr", lr=0.1, bits=bits, grid="midrise").load_state_dict(state)
+        paper = QuantizedOptimizer(tiny_model(), "sr", lr=0.1, bits=bits, grid="paper")
+        if ok:  # one bit is sign x scale on both grids
+            paper.load_state_dict(state)
+        else:
+            with pytest.raises(ValueError, match="set quant.grid=midrise to continue it"):
+                paper.load_state_dict(state)
 
 
 def test_sr_keeps_no_float_copy_even_without_momentum() -> None:
@@ -193,6 +225,7 @@ def test_all_eight_algorithms_exist_with_their_base_step() -> None:
         ({"algorithm": "bc", "lr": 0.0}, "lr must be > 0"),
         ({"algorithm": "bc", "lr": 0.1, "momentum": 1.0}, "momentum must be in"),
         ({"algorithm": "bc", "lr": 0.1, "bits": 0}, "bits must be an integer"),
+        ({"algorithm": "bc", "lr": 0.1, "bits": 2, "grid": "zero"}, "unknown grid 'zero'"),
     ],
 )
 def test_bad_arguments_are_refused(kwargs: dict, message: str) -> None:

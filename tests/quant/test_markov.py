@@ -137,3 +137,34 @@ def test_cli_writes_the_plot(tmp_path, capsys: pytest.CaptureFixture[str]) -> No
 def test_cli_reports_a_diverging_learning_rate(capsys: pytest.CaptureFixture[str]) -> None:
     assert effrep(["quant", "markov", "--mu", "1", "--sigma", "1", "--delta", "1", "--lr", "3"]) == 2
     assert "diverges" in capsys.readouterr().err
+
+
+def test_the_readme_example_output_plots_with_the_analysis_command(
+    tmp_path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shlex
+    from pathlib import Path
+
+    from analysis.cli import main as analysis_main
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    lines = [line for line in readme.splitlines() if line.startswith("effrep quant markov ")]
+    assert lines, "the README shows an `effrep quant markov` command"
+    argv = shlex.split(lines[0], comments=True)[1:]
+    name = argv[argv.index(">") + 1] if ">" in argv else "readme_markov.json"
+    argv = argv[: argv.index(">")] if ">" in argv else argv
+    monkeypatch.chdir(tmp_path)
+    assert effrep(argv) == 0
+    saved = tmp_path / name
+    saved.write_text(capsys.readouterr().out)  # what `... > FILE` writes
+    result = json.loads(saved.read_text())
+    if "--plot" in argv:
+        assert Path(result["plot"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert analysis_main(["quant-markov", str(saved)]) == 0
+    assert saved.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the output of earlier versions, "plot: PATH" after the JSON, still reads
+    saved.write_text(json.dumps(result, indent=1) + "\nplot: markov.png\n")
+    assert analysis_main(["quant-markov", str(saved)]) == 0
+    saved.write_text(json.dumps(result) + "\nsomething else\n")
+    assert analysis_main(["quant-markov", str(saved)]) == 2
+    assert "unexpected text after the JSON document" in capsys.readouterr().err
