@@ -301,7 +301,7 @@ def _height(p: argparse.ArgumentParser) -> None:
     p.add_argument("--zmax", type=float, default=None, help="clip values above this (data units, applied before --log)")
 
 
-PLUGIN_MODULES = ("analysis.sensitivity", "analysis.quant")
+PLUGIN_MODULES = ("analysis.sensitivity", "analysis.quant", "analysis.curvature")
 VIZ_MODULES = ("vtkmodules", "vtk", "pyvista")  # the [viz] extra (vtk and render)
 
 

@@ -126,6 +126,36 @@ register(Experiment(
     split="shards", size=_grid_points, merge="effrep_hpc.store.surface:merge_shards",
     repair="effrep_hpc.store.surface:repair_surface",
 ))
+CURVATURE = "effrep_hpc.runners.curvature"
+register(Experiment(
+    "hessian", ("hessian",), "Hessian eigenvalues, trace and spectral density at the checkpoint or a scan point.",
+    "The top hessian.k eigenvalues and the smallest one (Lanczos with full reorthogonalization, no shift guessed),\n"
+    "the trace (Hutchinson, Rademacher probes, with its standard error) and the spectral density (stochastic Lanczos\n"
+    "quadrature) of the Hessian of the mean training loss, at landscape.checkpoint or at hessian.point=[a, b] on the\n"
+    "scan's directions (the landscape section's, BN policy and bias_bn included). Prints them and stores them in\n"
+    "hessian.out (default <run.out>/hessian.json); running it again reads that file back.\n\n"
+    "  effrep hessian configs/demo/digits.yaml hessian.k=5 --json\n"
+    "  python -m analysis spectrum runs/demo/train/hessian.json       # the spectral density, log scale",
+    f"{CURVATURE}:run_hessian", ("hessian", "landscape", "data", "run"), show=f"{CURVATURE}:describe",
+    flags=(Flag("--json", "print one JSON object (top_eigenvalues, min_eigenvalue, trace, trace_stderr, hvps, path)"),),
+    overwrite_help="recompute even if hessian.out holds a result (it is replaced)",
+))
+register(Experiment(
+    "curvature", ("curvature",), "Map the Hessian's largest and smallest eigenvalue over a scan's grid (HDF5).",
+    "At every point of the landscape section's grid, the largest and the smallest eigenvalue of the Hessian of the\n"
+    "mean training loss (Lanczos, hessian.tol, hessian.max_iter), into a surface file (hessian.map, default\n"
+    "<run.out>/curvature.h5) with max_eig, min_eig, eig_ratio = |min/max| and hvps per point, stored as computed\n"
+    "(no clamping). Shared out like a loss scan: MPI ranks, torch.distributed, or SLURM array shards + merge;\n"
+    "re-running resumes.\n\n"
+    "  mpiexec -n 2 python -m mpi4py -m effrep_hpc.cli curvature configs/demo/digits.yaml \\\n"
+    "      landscape.x=-1:1:11 landscape.y=-1:1:11\n"
+    "  python -m analysis convexity runs/demo/train/curvature.h5     # the paper's convexity map",
+    f"{CURVATURE}:run_curvature", ("hessian", "landscape", "data", "dist", "run"),
+    overwrite_help="start the map file over instead of resuming it",
+    output=lambda cfg: _path(cfg.hessian.map, cfg.run.out, "curvature.h5"), kind="surface", unit="points",
+    split="shards", size=_grid_points, merge="effrep_hpc.store.surface:merge_shards",
+    repair="effrep_hpc.store.surface:repair_surface",
+))
 register(Experiment(
     "sensitivity", ("prune", "sensitivity"), "Accuracy with each layer pruned alone, per ratio and criterion (HDF5).",
     "For every prunable layer (prune.layers), every ratio (prune.sensitivity_ratios) and every criterion\n"

@@ -1,7 +1,7 @@
 """Typed configs: YAML files and dotted ``key=value`` overrides become nested dataclasses.
 
-One module per section (``data``, ``model``, ``train``, ``run``, ``dist``, ``landscape``, ``prune``,
-``quant``, ``launch``); :mod:`.base` builds and checks them, :mod:`.identity` decides whether a stored
+One module per section (``data``, ``model``, ``train``, ``run``, ``dist``, ``landscape``, ``hessian``,
+``prune``, ``quant``, ``launch``); :mod:`.base` builds and checks them, :mod:`.identity` decides whether a stored
 output belongs to a config. Every problem in a config is reported in one :class:`ConfigError` naming
 the key, the closest valid key and the valid choices, before any file is created. Importing this
 package does not import torch (names are checked against the torch-free tables of :mod:`.names`).
@@ -16,6 +16,7 @@ from typing import Any
 from effrep_hpc.config.base import ConfigError, build, load, merge_overrides, parse_override, to_dict, to_yaml, yaml_load
 from effrep_hpc.config.data import DataConfig
 from effrep_hpc.config.dist import DistConfig
+from effrep_hpc.config.hessian import HessianConfig
 from effrep_hpc.config.identity import ResumeMismatch, Scope, check_resume, identity, identity_differences
 from effrep_hpc.config.landscape import LandscapeConfig
 from effrep_hpc.config.launch import LaunchConfig
@@ -36,6 +37,7 @@ class Config:
     run: RunConfig = field(default_factory=RunConfig)
     dist: DistConfig = field(default_factory=DistConfig)
     landscape: LandscapeConfig = field(default_factory=LandscapeConfig)
+    hessian: HessianConfig = field(default_factory=HessianConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
     quant: QuantConfig = field(default_factory=QuantConfig)
     launch: LaunchConfig = field(default_factory=LaunchConfig)
@@ -58,7 +60,7 @@ def from_yaml(text: str, cls: type = Config) -> Any:
 
 
 __all__ = [
-    "Config", "ConfigError", "DataConfig", "DistConfig", "LandscapeConfig", "LaunchConfig", "ModelConfig",
+    "Config", "ConfigError", "DataConfig", "DistConfig", "HessianConfig", "LandscapeConfig", "LaunchConfig", "ModelConfig",
     "PruneConfig", "QuantConfig", "QuantSweepConfig", "ResumeMismatch", "RunConfig", "Scope", "TrainConfig",
     "check_resume", "from_dict", "from_yaml", "identity", "identity_differences", "load_config", "merge_overrides",
     "parse_override", "to_dict", "to_yaml", "yaml_load",

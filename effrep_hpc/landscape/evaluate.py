@@ -54,8 +54,9 @@ out-of-memory retry changes K for the rest of that call.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -599,15 +600,7 @@ def _run_single(
         torch._foreach_copy_(params, combine(w0, dirs, list(coef[p])))
         undefined = buffers.set_point(list(coef[p])) if buffers else None  # bn == "eval"
         if bn == "recompute":
-            for m in bns:
-                m.reset_running_stats()
-                m.train()
-            for t, (xb, _) in enumerate(bn_batches, start=1):
-                for m in bns:
-                    m.momentum = 1.0 / t  # see _set_bn_momentum
-                model(xb)
-            for m in bns:
-                m.eval()
+            _recompute_statistics(model, bns, bn_batches)
         point_sums: dict[str, tuple[Tensor, Tensor]] = {}
         for split, batches in splits:
             loss_sum = torch.zeros((), dtype=torch.float64, device=device)
@@ -619,6 +612,68 @@ def _run_single(
             point_sums[split] = (loss_sum, correct)
         sums.add(np.array([p]), point_sums, undefined)
         done[p] = True
+
+
+def _recompute_statistics(model: nn.Module, bns: list[_BatchNorm], batches: Sequence[tuple[Tensor, Tensor]]) -> None:
+    """Re-estimate the BN running statistics in place as the cumulative average over ``batches``; BN left in eval."""
+    for m in bns:
+        m.reset_running_stats()
+        m.train()
+    for t, (xb, _) in enumerate(batches, start=1):
+        for m in bns:
+            m.momentum = 1.0 / t  # see _set_bn_momentum
+        model(xb)
+    for m in bns:
+        m.eval()
+
+
+@contextmanager
+def at_point(
+    model: nn.Module,
+    w0: Mapping[str, Tensor],
+    directions: Sequence[Mapping[str, Tensor]],
+    coords: Sequence[float],
+    *,
+    bn: str = "eval",
+    data: EvalData | None = None,
+    batch_size: int = 256,
+    bn_batches: int | None = None,
+) -> Iterator[bool]:
+    """The model moved to ``w0 + sum c_k d_k`` with that point's BN statistics, as ``evaluate_points`` sets them.
+
+    ``eval``: statistics moved along the directions' entries (if any); ``recompute``: re-estimated from
+    ``data``'s train batches; ``train``: left alone (batch statistics are the caller's). Yields False when
+    a moved running variance is negative (no model is defined there). Parameters, buffers, modes and BN
+    momenta are restored on exit.
+    """
+    _check_choice("BN policy", bn, BN_POLICIES)
+    if len(directions) != len(coords):
+        raise ValueError(f"got {len(directions)} directions but {len(coords)} coordinates")
+    if bn == "recompute" and data is None:
+        raise ValueError("bn='recompute' needs the data to re-estimate the statistics from")
+    state = _ModelState(model)
+    state.snapshot_tensors()
+    named = list(model.named_parameters())
+    params = [p for _, p in named]
+    stats = _live_running_stats(model)
+    dirs, moved = [], []
+    for d in directions:
+        params_d, stats_d = _split_direction(named, stats, d, "direction")
+        dirs.append(params_d)
+        moved.append(stats_d)
+    base, dirs = widest_precision(_as_list(named, w0, "w0"), dirs)
+    buffers = _Buffers(stats, moved if bn == "eval" else [])
+    coef = list(torch.as_tensor(np.asarray(coords, dtype=np.float64)).to(params[0].dtype).to(params[0].device))
+    try:
+        with torch.no_grad():
+            torch._foreach_copy_(params, [v.to(p.dtype) for v, p in zip(combine(base, dirs, coef), params)])
+            undefined = bool(buffers.set_point(coef)) if buffers else False
+            if bn == "recompute" and data is not None:
+                bns = _bn_modules(model)
+                _recompute_statistics(model, bns, _bn_batches(data.to(params[0].device), int(batch_size), bn_batches))
+        yield not undefined
+    finally:
+        state.restore()
 
 
 def _wider(dtype: torch.dtype, other: torch.dtype) -> torch.dtype:

@@ -83,50 +83,75 @@ def auto_tile(pending: int, ranks: int, k: int) -> int:
 SCOPE = Scope("landscape", ("data", "landscape"))
 
 
-def run_landscape(cfg: Config, *, overwrite: bool = False) -> Optional[Path]:
-    """Compute (or finish) the surface of ``cfg``; return its path on the writer, None elsewhere."""
+@dataclass
+class Scan:
+    """A scan's model at its centre, its directions and grid: what a loss scan and a curvature map share."""
+
+    model: torch.nn.Module
+    w0: dict[str, torch.Tensor]
+    dirs: Directions
+    dataset: Any
+    spec: SurfaceSpec
+    coords: np.ndarray  # (points, 1 or 2) coordinates in the grid's flat order
+
+
+def setup_scan(cfg: Config, metrics: list[str]) -> Scan:
+    """Load the checkpoint and data, build the directions and the surface spec with ``metrics`` (inside setup_guard)."""
     L = cfg.landscape
-    backend = backend_for(cfg)
-    with setup_guard(backend):  # every rank's setup has worked before any rank waits for another
-        device = setup_runtime(cfg.run, local_rank())
-        x_axis, y_axis = parse_axis(L.x), parse_axis(L.y) if L.y is not None else None
-        checkpoint = resolve_path(L.checkpoint, cfg.run.out, "checkpoint.pt")
-        dataset = dataset_from_config(cfg, device)
-        model = load_model(checkpoint, cfg, device, "landscape.checkpoint", dataset.num_classes)
-        w0 = {n: p.detach().clone() for n, p in model.named_parameters()}
-        dirs = build_directions(cfg, model, device)
-        spec = SurfaceSpec(
-            x=x_axis, y=y_axis, metrics=["train_loss", "train_acc"] + (["test_loss", "test_acc"] if L.test else []),
-            config_yaml=to_yaml(cfg), model_hash=D.weights_hash(model),  # BN running statistics shape the surface too
-            directions_hash=D.direction_hash([dirs.x, dirs.y]),  # BN statistics moved along them included
-            attrs={**dirs.attrs, "bn_statistics": bn_statistics(model, L.bn, [dirs.x, dirs.y])},
-            directions={a: {k: v.detach().cpu().numpy() for k, v in d.items()} for a, d in (("x", dirs.x), ("y", dirs.y)) if d},
-        )
-        data = prepare_layout(model, eval_data(cfg, dataset))  # once per scan, not per tile
-        k = plan_points_per_pass(
-            model, data, bn=L.bn, loss=L.loss, batch_size=L.batch_size, points_per_pass=L.points_per_pass or "auto"
-        )
-    output = open_output(
-        backend, resolve_path(L.surface, cfg.run.out, "surface.h5"),
-        lambda path, attrs: SurfaceWriter(path, spec, overwrite=overwrite, extra_attrs=attrs, scope=SCOPE),
+    device = setup_runtime(cfg.run, local_rank())
+    x_axis, y_axis = parse_axis(L.x), parse_axis(L.y) if L.y is not None else None
+    dataset = dataset_from_config(cfg, device)
+    checkpoint = resolve_path(L.checkpoint, cfg.run.out, "checkpoint.pt")
+    model = load_model(checkpoint, cfg, device, "landscape.checkpoint", dataset.num_classes)
+    dirs = build_directions(cfg, model, device)
+    spec = SurfaceSpec(
+        x=x_axis, y=y_axis, metrics=metrics, config_yaml=to_yaml(cfg),
+        model_hash=D.weights_hash(model),  # BN running statistics shape the surface too
+        directions_hash=D.direction_hash([dirs.x, dirs.y]),  # BN statistics moved along them included
+        attrs={**dirs.attrs, "bn_statistics": bn_statistics(model, L.bn, [dirs.x, dirs.y])},
+        directions={a: {k: v.detach().cpu().numpy() for k, v in d.items()} for a, d in (("x", dirs.x), ("y", dirs.y)) if d},
     )
-    pending = np.zeros(spec.num_points, bool)
+    w0 = {n: p.detach().clone() for n, p in model.named_parameters()}
+    return Scan(model, w0, dirs, dataset, spec, grid_points(x_axis, y_axis)[1])
+
+
+def run_scan(
+    cfg: Config, backend: Any, scan: Scan, path: Path, scope: Scope, compute: Any, k: int = 1, *, overwrite: bool
+) -> Optional[Path]:
+    """Hand tiles of the grid's pending points to ``compute(flat indices) -> {metric: values}`` and write them to ``path``."""
+    output = open_output(
+        backend, path, lambda p, attrs: SurfaceWriter(p, scan.spec, overwrite=overwrite, extra_attrs=attrs, scope=scope)
+    )
+    pending = np.zeros(scan.spec.num_points, bool)
     pending[output.pending] = True
-    _, coords = grid_points(x_axis, y_axis)
     # Tiles are cut over the whole grid, so an array task's block of tiles is the same after a requeue.
-    owned = len(backend.owned(spec.num_points))
-    tile = L.tile_size or auto_tile(owned, 1 if backend.kind == "array" else backend.size, k)
-
-    def compute(idx: np.ndarray) -> dict[str, np.ndarray]:
-        return evaluate_points(
-            model, w0, dirs.x, dirs.y, coords[idx], data, loss=L.loss, bn=L.bn, batch_size=L.batch_size,
-            points_per_pass=k, bn_batches=L.bn_batches, point_ids=idx,
-        )
-
+    owned = len(backend.owned(scan.spec.num_points))
+    tile = cfg.landscape.tile_size or auto_tile(owned, 1 if backend.kind == "array" else backend.size, k)
     job = Job(
-        "surface", "point", make_tiles(np.arange(spec.num_points), tile), compute,
+        "surface", "point", make_tiles(np.arange(scan.spec.num_points), tile), compute,
         write=lambda idx, values: output.writer.write(idx, values),  # type: ignore[union-attr]
         todo=lambda idx: idx[pending[idx]] if pending[idx].any() else None, count=len,
         tail=lambda: f"; {n} non-finite point(s) (NaN/inf, as computed)" if (n := output.writer.nonfinite_count()) else "",  # type: ignore[union-attr]
     )
     return run_job(backend, job, output, show_progress=cfg.run.progress)
+
+
+def run_landscape(cfg: Config, *, overwrite: bool = False) -> Optional[Path]:
+    """Compute (or finish) the surface of ``cfg``; return its path on the writer, None elsewhere."""
+    L = cfg.landscape
+    backend = backend_for(cfg)
+    with setup_guard(backend):  # every rank's setup has worked before any rank waits for another
+        scan = setup_scan(cfg, ["train_loss", "train_acc"] + (["test_loss", "test_acc"] if L.test else []))
+        data = prepare_layout(scan.model, eval_data(cfg, scan.dataset))  # once per scan, not per tile
+        k = plan_points_per_pass(
+            scan.model, data, bn=L.bn, loss=L.loss, batch_size=L.batch_size, points_per_pass=L.points_per_pass or "auto"
+        )
+
+    def compute(idx: np.ndarray) -> dict[str, np.ndarray]:
+        return evaluate_points(
+            scan.model, scan.w0, scan.dirs.x, scan.dirs.y, scan.coords[idx], data, loss=L.loss, bn=L.bn,
+            batch_size=L.batch_size, points_per_pass=k, bn_batches=L.bn_batches, point_ids=idx,
+        )
+
+    surface = resolve_path(L.surface, cfg.run.out, "surface.h5")
+    return run_scan(cfg, backend, scan, surface, SCOPE, compute, k, overwrite=overwrite)
