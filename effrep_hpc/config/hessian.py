@@ -31,6 +31,7 @@ class HessianConfig:
     train_size: Optional[int] = result(None)  # a seeded subset of the training set; null: all of it
     batch_size: int = result(256)  # samples per forward/backward pass (the mean over all is what counts)
     hvp: Literal["double_backward", "forward_over_reverse"] = result("double_backward")
+    cache_mb: int = 4096  # gradient graphs kept between products at one point, per process (0: none)
     seed: int = result(0)  # start vectors and probes
 
     def _check(self) -> list[str]:
@@ -41,9 +42,9 @@ class HessianConfig:
         for key in ("tol", "trace_tol"):
             if not getattr(self, key) > 0:
                 problems.append(f"hessian.{key}: must be > 0 (got {getattr(self, key)})")
-        for key in ("trace_probes", "density_probes"):
+        for key in ("trace_probes", "density_probes", "cache_mb"):
             if getattr(self, key) < 0:
-                problems.append(f"hessian.{key}: must be >= 0 (got {getattr(self, key)}; 0 = skip)")
+                problems.append(f"hessian.{key}: must be >= 0 (got {getattr(self, key)}; 0 = none)")
         if self.trace_probes == 1:
             problems.append("hessian.trace_probes: a standard error needs >= 2 probes (0 = no trace)")
         if self.train_size is not None and self.train_size < 1:

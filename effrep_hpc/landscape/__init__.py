@@ -1,4 +1,4 @@
-"""Loss-landscape math (Li et al., NeurIPS 2018): directions, grids and fast evaluation of grid points.
+"""Loss-landscape math (Li et al., NeurIPS 2018): directions, grids, fast evaluation of grid points, curvature.
 
 Pure functions on modules and tensors: no files, no communication, no printing.
 """
@@ -10,6 +10,23 @@ from typing import TYPE_CHECKING
 from effrep_hpc.registry import lazy_exports
 
 if TYPE_CHECKING:  # type checkers see the real names; at run time they load on first use
+    from effrep_hpc.landscape.curvature import (  # noqa: F401
+        DEFAULT_HVP,
+        EIGEN_METHODS,
+        HVP_MODES,
+        EigenResult,
+        HessianOperator,
+        SpectralDensity,
+        TraceResult,
+        check_eigen_args,
+        curvature_parameters,
+        dense_hessian,
+        exact_trace,
+        gaussian_density,
+        hessian_eigenvalues,
+        hutchinson_trace,
+        spectral_density,
+    )
     from effrep_hpc.landscape.directions import (  # noqa: F401
         BIAS_MODES,
         NORMALIZATIONS,
@@ -60,22 +77,36 @@ _LAZY = {
     'BIAS_MODES': 'effrep_hpc.landscape.directions',
     'BN_POLICIES': 'effrep_hpc.landscape.evaluate',
     'BN_STATISTICS': 'effrep_hpc.landscape.evaluate',
+    'DEFAULT_HVP': 'effrep_hpc.landscape.curvature',
+    'EIGEN_METHODS': 'effrep_hpc.landscape.curvature',
+    'EigenResult': 'effrep_hpc.landscape.curvature',
     'EvalData': 'effrep_hpc.landscape.evaluate',
+    'HVP_MODES': 'effrep_hpc.landscape.curvature',
+    'HessianOperator': 'effrep_hpc.landscape.curvature',
     'LOSSES': 'effrep_hpc.landscape.evaluate',
     'NORMALIZATIONS': 'effrep_hpc.landscape.directions',
     'RUNNING_STATS': 'effrep_hpc.landscape.directions',
+    'SpectralDensity': 'effrep_hpc.landscape.curvature',
+    'TraceResult': 'effrep_hpc.landscape.curvature',
     'bn_statistics': 'effrep_hpc.landscape.evaluate',
     'check_bias_mode': 'effrep_hpc.landscape.directions',
     'check_compatible': 'effrep_hpc.landscape.directions',
+    'check_eigen_args': 'effrep_hpc.landscape.curvature',
     'check_normalization': 'effrep_hpc.landscape.directions',
     'combine': 'effrep_hpc.landscape.directions',
+    'curvature_parameters': 'effrep_hpc.landscape.curvature',
+    'dense_hessian': 'effrep_hpc.landscape.curvature',
     'direction_hash': 'effrep_hpc.landscape.directions',
     'direction_layout': 'effrep_hpc.landscape.directions',
     'evaluate_points': 'effrep_hpc.landscape.evaluate',
+    'exact_trace': 'effrep_hpc.landscape.curvature',
     'flatten_directions': 'effrep_hpc.landscape.directions',
-    'is_running_stat': 'effrep_hpc.landscape.directions',
+    'gaussian_density': 'effrep_hpc.landscape.curvature',
     'grid_points': 'effrep_hpc.landscape.grid',
     'grid_shape': 'effrep_hpc.landscape.grid',
+    'hessian_eigenvalues': 'effrep_hpc.landscape.curvature',
+    'hutchinson_trace': 'effrep_hpc.landscape.curvature',
+    'is_running_stat': 'effrep_hpc.landscape.directions',
     'make_axis': 'effrep_hpc.landscape.grid',
     'make_tiles': 'effrep_hpc.landscape.grid',
     'normalize_direction': 'effrep_hpc.landscape.directions',
@@ -89,6 +120,7 @@ _LAZY = {
     'running_stats': 'effrep_hpc.landscape.directions',
     'same_direction': 'effrep_hpc.landscape.directions',
     'set_weights': 'effrep_hpc.landscape.directions',
+    'spectral_density': 'effrep_hpc.landscape.curvature',
     'subset': 'effrep_hpc.landscape.evaluate',
     'target_direction': 'effrep_hpc.landscape.directions',
     'unflatten_directions': 'effrep_hpc.landscape.directions',

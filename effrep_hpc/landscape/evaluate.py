@@ -654,7 +654,7 @@ def at_point(
     state = _ModelState(model)
     state.snapshot_tensors()
     named = list(model.named_parameters())
-    params = [p for _, p in named]
+    params: list[Tensor] = [p for _, p in named]
     stats = _live_running_stats(model)
     dirs, moved = [], []
     for d in directions:

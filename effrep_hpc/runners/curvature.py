@@ -39,7 +39,10 @@ def _operator(cfg: Config, scan: Scan) -> tuple[C.HessianOperator, EvalData]:
     if H.train_size is not None:
         x, y = subset(x, y, H.train_size, cfg.data.seed)
     bn = "train" if L.bn == "train" else "eval"  # recompute: eval once at_point has re-estimated them
-    op = C.HessianOperator(scan.model, x, y, loss=L.loss, bn=bn, bias_bn=L.bias_bn, batch_size=H.batch_size, hvp=H.hvp)
+    op = C.HessianOperator(
+        scan.model, x, y, loss=L.loss, bn=bn, bias_bn=L.bias_bn, batch_size=H.batch_size, hvp=H.hvp,
+        cache_bytes=H.cache_mb * 2**20,
+    )
     C.check_eigen_args(H.method, H.k, H.tol, H.max_iter, op.dim)
     return op, EvalData(x, y)
 

@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import h5py
@@ -24,10 +19,9 @@ from effrep_hpc.runners import curvature as R
 from effrep_hpc.runners.landscape import load_model
 from effrep_hpc.runners.train import run_train
 from effrep_hpc.store.surface import read_surface
+from tests.runners.runner_helpers import ROOT, effrep, effrep_cmd, kill_when_done
 
-ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "configs/demo/digits.yaml"
-MPIEXEC = Path(sys.executable).parent / "mpiexec"
 SAMPLES = 64
 MODEL = "model.kwargs={widths: [8, 8, 8]}"  # a digits CNN of 1.3k weights: eigsh checks it in seconds
 SMALL = (MODEL, f"hessian.train_size={SAMPLES}", "run.progress=false", "run.threads=1", "hessian.density_probes=1",
@@ -39,17 +33,6 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("trained")
     run_train(load_config(CONFIG, [f"run.out={out}", MODEL, "train.epochs=3", "train.milestones=[2]", "run.progress=false"]))
     return out
-
-
-def effrep(*args: str, mpi: int = 0, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    cmd = [sys.executable, "-m", "effrep_hpc.cli", *args]
-    if mpi:
-        cmd = [str(MPIEXEC), "-n", str(mpi), sys.executable, "-m", "mpi4py", "-m", "effrep_hpc.cli", *args]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{cmd} failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
-    return proc
 
 
 def map_args(trained: Path, path: Path, *extra: str) -> list[str]:
@@ -142,35 +125,17 @@ def test_values_are_stored_as_computed_without_clamping(trained: Path, tmp_path:
 
 @pytest.mark.mpi
 def test_two_ranks_and_a_killed_map_resumed_equal_one_rank(trained: Path, tmp_path: Path) -> None:
-    grid = ("landscape.x=-1:1:4", "landscape.y=-1:1:4", "landscape.tile_size=1", "hessian.tol=1e-2")
+    grid = ("landscape.x=-1:1:6", "landscape.y=-1:1:5", "landscape.tile_size=1", "hessian.tol=1e-2")
     effrep(*map_args(trained, tmp_path / "one.h5", *grid, "dist.backend=serial"))
     effrep(*map_args(trained, tmp_path / "two.h5", *grid), mpi=2)
     one, two = read_surface(tmp_path / "one.h5"), read_surface(tmp_path / "two.h5")
     for name in R.MAP_METRICS:
         np.testing.assert_array_equal(one[name], two[name], err_msg=name)
     path = tmp_path / "killed.h5"
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    cmd = [str(MPIEXEC), "-n", "2", sys.executable, "-m", "mpi4py", "-m", "effrep_hpc.cli", *map_args(trained, path, *grid)]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    wanted = int(np.random.default_rng().integers(2, 8))
-    deadline = time.time() + 200
-    while time.time() < deadline and proc.poll() is None:
-        if path.exists():
-            with h5py.File(path, "r", locking=False) as f:
-                if int(f["done"][()].sum()) >= wanted:
-                    break
-        time.sleep(0.02)
-    if proc.poll() is not None:
-        pytest.fail(f"the map finished before the kill (wanted {wanted} points done)")
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_when_done(effrep_cmd(*map_args(trained, path, *grid), mpi=2), path, int(np.random.default_rng().integers(2, 12)))
     with h5py.File(path, "r", locking=False) as f:
         partial = f["done"][()].copy()
         assert 0 < partial.sum() < partial.size and np.isnan(f["max_eig"][()][~partial]).all()
-    owner = json.loads(Path(str(path) + ".lock").read_text())["pid"]
-    deadline = time.time() + 30
-    while time.time() < deadline and Path(f"/proc/{owner}").exists():
-        time.sleep(0.1)
     effrep(*map_args(trained, path, *grid), mpi=2)
     resumed = read_surface(path)
     assert resumed["done"].all()
