@@ -12,7 +12,9 @@ The original loss-landscape scripts' format is read too: groups ``xdirection`` /
 datasets ``"0" .. "K-1"`` in ``net.parameters()`` order. Their ``states`` variant holds one tensor
 per ``state_dict`` entry (BN running statistics and, from PyTorch 0.4.1 on, ``num_batches_tracked``
 included); it is accepted when the buffer entries are zero (a random direction of that code): moving
-statistics are read from our format and from surface files only.
+statistics are read from our format and from surface files only. Its PCA direction files (trajectory
+plots) add root datasets ``explained_variance_ratio_``, ``singular_values_`` and ``explained_variance_``,
+which ``read_pca_extras`` returns.
 """
 
 from __future__ import annotations
@@ -196,3 +198,20 @@ def load_directions(
                 f"loss-landscape code); found {sorted(f)[:8]}"
             )
     return x, y
+
+
+PCA_EXTRAS: tuple[str, ...] = ("explained_variance_ratio_", "singular_values_", "explained_variance_")
+
+
+def read_pca_extras(path: str | Path) -> dict[str, np.ndarray]:
+    """The PCA statistics a direction file holds as root datasets (the original code's PCA files): name -> array.
+
+    Returns those of ``PCA_EXTRAS`` present (sklearn's attribute names, one value per direction), as
+    float64 arrays; an empty dict for a file without them (e.g. random directions).
+    """
+    with open_readonly(path) as f:
+        return {
+            name: np.asarray(f[name][()], dtype=np.float64).reshape(-1)
+            for name in PCA_EXTRAS
+            if name in f and isinstance(f[name], h5py.Dataset)
+        }
