@@ -33,6 +33,7 @@ INPUT_KIND = {
     "contour": "surface2d", "surface3d": "surface2d", "vtk": "surface2d", "render": "surface2d",
     "compare": "surface", "plot1d": "surface1d", "sensitivity": "sensitivity",
     "quant-table": "sweep", "quant-plots": "sweep", "quant-markov": "markov",
+    "convexity": "eigenmap", "spectrum": "hessian",
 }
 OUTPUT_OPTIONS = ("--out", "--csv", "--name")  # options whose value is written, not read
 # What a torch-free workstation must not get (effrep-hpc's own requirements beyond numpy, h5py, matplotlib).
@@ -88,6 +89,32 @@ def write_surface(path: Path, *, ndim: int, tilt: float = 0.0) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with SurfaceWriter(path, spec) as w:
         w.write(np.arange(loss.size), metrics)
+
+
+def write_eigenmap(path: Path) -> None:
+    """An eigenvalue map (as `effrep curvature` writes it): a surface file of max_eig, min_eig, eig_ratio, hvps."""
+    from effrep_hpc.runners.curvature import MAP_METRICS
+    from effrep_hpc.store.surface import SurfaceSpec, SurfaceWriter
+
+    x, y = np.linspace(-1.0, 1.0, 7), np.linspace(-1.0, 1.0, 5)
+    X, Y = np.meshgrid(x, y)
+    top, low = (10.0 + X**2 + Y**2).reshape(-1), (0.3 - 2.0 * np.abs(X * Y)).reshape(-1)
+    values = dict(zip(MAP_METRICS, (top, low, np.abs(low / top), np.full(top.size, 25.0))))
+    spec = SurfaceSpec(x=x, y=y, metrics=list(MAP_METRICS), config_yaml="model: {name: digits_cnn}\n", model_hash="m",
+                       directions_hash="d")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with SurfaceWriter(path, spec) as w:
+        w.write(np.arange(top.size), values)
+
+
+def write_hessian(path: Path) -> None:
+    """The result file of `effrep hessian` (store.curvature.write_point), spectral density included."""
+    from effrep_hpc.store.curvature import write_point
+
+    grid = np.linspace(-1.0, 12.0, 300)
+    density = np.exp(-0.5 * (grid / 0.3) ** 2) / (0.3 * np.sqrt(2 * np.pi))
+    write_point(path, {"top_eigenvalues": [11.0, 9.0], "min_eigenvalue": -0.4, "trace": 48.0, "trace_stderr": 2.0,
+                       "hvps": 300, "density": {"grid": grid.tolist(), "values": density.tolist(), "sigma": 0.13}})
 
 
 def write_sensitivity(path: Path) -> None:
@@ -156,6 +183,8 @@ WRITERS = {
     "sensitivity": lambda work, name: write_sensitivity(work / name),
     "sweep": lambda work, name: write_sweep(work / name),
     "markov": write_markov,
+    "eigenmap": lambda work, name: write_eigenmap(work / name),
+    "hessian": lambda work, name: write_hessian(work / name),
 }
 
 

@@ -123,6 +123,8 @@ def test_values_are_stored_as_computed_without_clamping(trained: Path, tmp_path:
     np.testing.assert_allclose(data["eig_ratio"].ravel(), [0.3, 7.0 / 3.0, 0.375, 4.0])
 
 
+# slow (~30 s): the loss-scan version of this (tests/runners/test_landscape.py) runs by default on the same driver.
+@pytest.mark.slow
 @pytest.mark.mpi
 def test_two_ranks_and_a_killed_map_resumed_equal_one_rank(trained: Path, tmp_path: Path) -> None:
     grid = ("landscape.x=-1:1:6", "landscape.y=-1:1:5", "landscape.tile_size=1", "hessian.tol=1e-2")
