@@ -28,7 +28,7 @@ step "4/6 curvature: Hessian eigenvalues, trace and density at the minimum; an 1
 "$BIN/effrep" hessian "$CONFIG" run.out="$OUT/train" run.threads=2 hessian.train_size=512 hessian.trace_tol=0.05 \
     hessian.out="$OUT/curvature/hessian.json"
 "$BIN/mpiexec" -n "$NP" "$PY" -m mpi4py -m effrep_hpc.cli curvature "$CONFIG" run.out="$OUT/train" run.threads=1 \
-    hessian.train_size=256 landscape.x=-1:1:11 landscape.y=-1:1:11 hessian.map="$OUT/curvature/curvature.h5"
+    hessian.train_size=128 landscape.x=-1:1:11 landscape.y=-1:1:11 hessian.map="$OUT/curvature/curvature.h5"
 "$PY" -m analysis convexity "$OUT/curvature/curvature.h5" --out "$OUT/figures"
 "$PY" -m analysis spectrum "$OUT/curvature/hessian.json" --out "$OUT/figures"
 
