@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import h5py
@@ -21,6 +18,7 @@ from effrep_hpc.landscape.evaluate import subset
 from effrep_hpc.runners.landscape import load_model
 from effrep_hpc.runners.train import run_train
 from effrep_hpc.store.surface import read_surface
+from tests.runners.runner_helpers import effrep, effrep_cmd, kill_when_done
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "configs/demo/digits.yaml"
@@ -35,17 +33,6 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cfg = load_config(CONFIG, [f"run.out={out}", "train.epochs=2", "train.milestones=[1]", "run.progress=false"])
     run_train(cfg)
     return out
-
-
-def effrep(*args: str, mpi: int = 0, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    cmd = [sys.executable, "-m", "effrep_hpc.cli", *args]
-    if mpi:
-        cmd = [str(MPIEXEC), "-n", str(mpi), sys.executable, "-m", "mpi4py", "-m", "effrep_hpc.cli", *args]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{cmd} failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
-    return proc
 
 
 def scan_args(trained: Path, surface: Path, *extra: str) -> list[str]:
@@ -111,36 +98,15 @@ def test_sigkill_then_resume_is_bitwise_equal(trained: Path, tmp_path: Path) -> 
     grid = ("landscape.x=-1:1:8", "landscape.y=-1:1:6", "landscape.tile_size=2")
     effrep(*scan_args(trained, tmp_path / "ref.h5", *grid, "dist.backend=serial"))
     surface = tmp_path / "killed.h5"
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    cmd = [str(MPIEXEC), "-n", "2", sys.executable, "-m", "mpi4py", "-m", "effrep_hpc.cli", *scan_args(trained, surface, *grid)]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    rng = np.random.default_rng()
-    wanted = int(rng.integers(4, 24))  # at most half of the 48 points, so the kill lands before the scan ends
-    deadline = time.time() + 200
-    done = 0
-    while time.time() < deadline and proc.poll() is None:
-        if surface.exists():
-            with h5py.File(surface, "r", locking=False) as f:
-                done = int(f["done"][()].sum())
-            if done >= wanted:
-                break
-        time.sleep(0.02)
-    if proc.poll() is not None:
-        pytest.fail(f"the scan finished before the kill (wanted {wanted} points done)")
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    # Readable by h5py right after the kill (the ranks may still be dying and hold HDF5's flock,
-    # hence locking=False, which is how every reader of ours opens files), and partially done.
+    # at most half of the 48 points, so the kill lands before the scan ends
+    kill_when_done(effrep_cmd(*scan_args(trained, surface, *grid), mpi=2), surface, int(np.random.default_rng().integers(4, 24)))
+    # Readable by h5py right after the kill (hence locking=False, which is how every reader of ours opens
+    # files), and partially done.
     with h5py.File(surface, "r", locking=False) as f:
         partial = f["done"][()].copy()
         assert 0 < partial.sum() < partial.size
         assert np.isnan(f["train_loss"][()][~partial]).all()
         assert np.isfinite(f["train_loss"][()][partial]).all()
-    # Mpiexec's ranks run in sessions of their own and exit once their launcher is gone.
-    owner = json.loads(Path(str(surface) + ".lock").read_text())["pid"]
-    deadline = time.time() + 30
-    while time.time() < deadline and Path(f"/proc/{owner}").exists():
-        time.sleep(0.1)
     effrep(*scan_args(trained, surface, *grid), mpi=2)
     ref, resumed = read_surface(tmp_path / "ref.h5"), read_surface(surface)
     assert resumed["done"].all()

@@ -21,6 +21,7 @@ from effrep_hpc.runners.quant import load_packed, run_quant_train
 from effrep_hpc.runners.quant_sweep import run_quant_sweep
 from effrep_hpc.store.checkpoint import load_checkpoint
 from effrep_hpc.store.sweep import read_statuses, read_sweep
+from tests.runners.runner_helpers import effrep
 
 ROOT = Path(__file__).resolve().parents[2]
 MPIEXEC = Path(sys.executable).with_name("mpiexec")
@@ -35,17 +36,6 @@ COMPARED = ("train_loss", "train_acc", "test_loss", "test_acc", "lr", "changed",
 
 def tiny(out: Path, *extra: str, epochs: int = 3) -> list[str]:
     return [*TINY, f"run.out={out}", f"train.epochs={epochs}", *extra]
-
-
-def effrep(*args: str, mpi: int = 0, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    cmd = [sys.executable, "-m", "effrep_hpc.cli", *args]
-    if mpi:
-        cmd = [str(MPIEXEC), "-n", str(mpi), sys.executable, "-m", "mpi4py", "-m", "effrep_hpc.cli", *args]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{cmd} failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
-    return proc
 
 
 def assert_same_results(a: Path, b: Path) -> None:
