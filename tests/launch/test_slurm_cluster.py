@@ -97,6 +97,9 @@ def _done_points(path: Path) -> int:
         return 0
 
 
+# slow (~60 s of a real SLURM requeue): resuming from a shard after a kill is in the default run
+# (tests/runners/test_landscape.py::test_sigkill_then_resume_is_bitwise_equal, tests/launch/test_launch_local.py).
+@pytest.mark.slow
 def test_usr2_requeues_a_task_which_resumes_from_its_shard(trained: Path, reference: dict, tmp_path: Path) -> None:
     surface = tmp_path / "requeued.h5"
     plan = plan_submission(

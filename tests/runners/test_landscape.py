@@ -114,6 +114,8 @@ def test_sigkill_then_resume_is_bitwise_equal(trained: Path, tmp_path: Path) -> 
         np.testing.assert_array_equal(ref[name], resumed[name], err_msg=name)
 
 
+# slow (~30 s, it trains a second model): tests/faults/test_bad_inputs.py covers these inputs in the default run.
+@pytest.mark.slow
 def test_bad_input_is_clear_and_leaves_files_untouched(trained: Path, tmp_path: Path) -> None:
     surface = tmp_path / "s.h5"
     base = ("landscape.x=-1:1:3", "landscape.y=-1:1:3")
