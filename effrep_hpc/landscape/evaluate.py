@@ -614,6 +614,22 @@ def _run_single(
         done[p] = True
 
 
+def _moving_parts(
+    model: nn.Module, w0: Mapping[str, Tensor], directions: Sequence[tuple[Mapping[str, Tensor], str]], bn: str
+) -> tuple[list[Tensor], list[Tensor], list[list[Tensor]], _Buffers]:
+    """The model's parameters, w0 and the directions' parameter parts (widest precision), and the statistics they move."""
+    named = list(model.named_parameters())
+    stats = _live_running_stats(model)
+    dirs, moved = [], []
+    for d, what in directions:
+        params_d, stats_d = _split_direction(named, stats, d, what)
+        dirs.append(params_d)
+        moved.append(stats_d)
+    base, dirs = widest_precision(_as_list(named, w0, "w0"), dirs)
+    # Only in eval mode do the running statistics matter; recompute and train set their own.
+    return [p for _, p in named], base, dirs, _Buffers(stats, moved if bn == "eval" else [])
+
+
 def _recompute_statistics(model: nn.Module, bns: list[_BatchNorm], batches: Sequence[tuple[Tensor, Tensor]]) -> None:
     """Re-estimate the BN running statistics in place as the cumulative average over ``batches``; BN left in eval."""
     for m in bns:
@@ -653,16 +669,7 @@ def at_point(
         raise ValueError("bn='recompute' needs the data to re-estimate the statistics from")
     state = _ModelState(model)
     state.snapshot_tensors()
-    named = list(model.named_parameters())
-    params: list[Tensor] = [p for _, p in named]
-    stats = _live_running_stats(model)
-    dirs, moved = [], []
-    for d in directions:
-        params_d, stats_d = _split_direction(named, stats, d, "direction")
-        dirs.append(params_d)
-        moved.append(stats_d)
-    base, dirs = widest_precision(_as_list(named, w0, "w0"), dirs)
-    buffers = _Buffers(stats, moved if bn == "eval" else [])
+    params, base, dirs, buffers = _moving_parts(model, w0, [(d, "direction") for d in directions], bn)
     coef = list(torch.as_tensor(np.asarray(coords, dtype=np.float64)).to(params[0].dtype).to(params[0].device))
     try:
         with torch.no_grad():
@@ -733,23 +740,12 @@ def evaluate_points(
     if (ids < 0).any():
         raise ValueError("point_ids must be non-negative flat grid indices")
 
-    named = list(model.named_parameters())
-    if not named:
+    if not list(model.parameters()):
         raise ValueError("the model has no parameters to move")
-    names = [n for n, _ in named]
-    params: list[Tensor] = [p for _, p in named]
+    names = [n for n, _ in model.named_parameters()]
+    directions = [(d, what) for d, what in ((dx, "x direction"), (dy, "y direction")) if d is not None]
+    params, w0_list, dirs, buffers = _moving_parts(model, w0, directions, bn)
     device = params[0].device
-    w0_list = _as_list(named, w0, "w0")
-    stats = _live_running_stats(model)
-    dirs, moved = [], []
-    for d, what in ((dx, "x direction"), (dy, "y direction")):
-        if d is not None:
-            params_d, stats_d = _split_direction(named, stats, d, what)
-            dirs.append(params_d)
-            moved.append(stats_d)
-    w0_list, dirs = widest_precision(w0_list, dirs)
-    # Only in eval mode do the running statistics matter; recompute and train set their own.
-    buffers = _Buffers(stats, moved if bn == "eval" else [])
     data = data.to(device)
     # Coefficients cast once to the parameters' dtype (the rounding set_weights uses) and moved once.
     coef = torch.as_tensor(coords).to(params[0].dtype).to(device)

@@ -85,7 +85,8 @@ def run_hessian(cfg: Config, *, overwrite: bool = False, json: bool = False) -> 
         stored = resume_point(path, check, overwrite=overwrite)
     if stored is not None:
         return PointResult(stored, path, json)
-    with _moved(cfg, scan, data, H.point or [0.0] * ndirs) as defined:
+    point = list(H.point or [0.0] * ndirs)
+    with _moved(cfg, scan, data, point) as defined:
         if not defined:
             raise UserError(f"hessian.point {H.point}: {NO_MODEL}")
         eig = C.hessian_eigenvalues(op, H.k, method=H.method, tol=H.tol, max_iter=H.max_iter, seed=H.seed)
@@ -96,7 +97,7 @@ def run_hessian(cfg: Config, *, overwrite: bool = False, json: bool = False) -> 
         "min_error": eig.min_error, "converged": eig.converged,
         "trace": trace and trace.trace, "trace_stderr": trace and trace.stderr,
         "trace_probes": trace and trace.probes, "hvps": op.hvps, "parameters": op.dim, "samples": op.n_samples,
-        "point": list(H.point or [0.0] * ndirs), "method": H.method,
+        "point": point, "method": H.method,
         "density": density and {"grid": density.grid.tolist(), "values": density.density.tolist(), "sigma": density.sigma},
         "config": to_yaml(cfg), "effrep_version": __version__, **provenance,
     }
@@ -143,11 +144,10 @@ def run_curvature(cfg: Config, *, overwrite: bool = False) -> Optional[Path]:
             with _moved(cfg, scan, data, coords) as defined:
                 if not defined:
                     continue
-                start = op.hvps
                 eig = C.hessian_eigenvalues(op, 1, method=H.method, tol=H.tol, max_iter=H.max_iter, seed=H.seed)
             top, low = eig.top[0], eig.min
             ratio = abs(low / top) if top != 0 else math.inf
-            for name, value in zip(MAP_METRICS, (top, low, ratio, op.hvps - start)):
+            for name, value in zip(MAP_METRICS, (top, low, ratio, eig.hvps)):
                 out[name][j] = value
         return out
 

@@ -56,6 +56,13 @@ def write_surface_file(
     return path
 
 
+def demo_like_loss() -> tuple[np.ndarray, np.ndarray]:
+    """Like the demo's scan: the 25-point axis on [-1, 1], train loss from 0.003 at the centre to 39 in the corners."""
+    x = np.linspace(-1.0, 1.0, 25)
+    X, Y = np.meshgrid(x, x)
+    return x, 0.003 + 15.0 * (X**2 + Y**2) + 9.0 * X**2 * Y**2
+
+
 def bowl_metrics(x: np.ndarray, y: np.ndarray | None) -> dict[str, np.ndarray]:
     """Train/test loss and accuracy (percent) derived from the bowl."""
     if y is None:

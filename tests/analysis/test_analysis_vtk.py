@@ -11,6 +11,7 @@ from vtkmodules.vtkIOXML import vtkXMLPolyDataReader, vtkXMLStructuredGridReader
 
 from analysis.cli import main
 from analysis.surface import load_surface
+from tests.analysis.conftest import demo_like_loss
 
 
 def _run(capsys, *argv: str) -> tuple[list[str], list[str]]:
@@ -56,9 +57,8 @@ def _auto_scale(x, y, heights) -> float:
 @pytest.fixture
 def demo_like_file(make_surface_file):
     """Like the demo's scan: 25 x 25 points on [-1, 1]^2, train loss from 0.003 at the centre to 39 in the corners."""
-    x = y = np.linspace(-1.0, 1.0, 25)
-    X, Y = np.meshgrid(x, y)
-    loss = 0.003 + 15.0 * (X**2 + Y**2) + 9.0 * X**2 * Y**2
+    x, loss = demo_like_loss()
+    y = x
     acc = 100.0 * np.exp(-loss)
     metrics = {"train_loss": loss, "train_acc": acc, "test_loss": 1.1 * loss, "test_acc": acc}
     return make_surface_file("demo.h5", x, y, metrics)

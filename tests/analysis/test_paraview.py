@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from analysis.cli import main
+from tests.analysis.conftest import demo_like_loss
 
 pytestmark = pytest.mark.slow
 
@@ -94,9 +95,8 @@ def aspect(mask: np.ndarray) -> float:
 @pytest.fixture
 def demo_like_file(make_surface_file):
     """Like the demo's scan: 25 x 25 points on [-1, 1]^2, train loss from 0.003 to 39, a pending corner."""
-    x = y = np.linspace(-1.0, 1.0, 25)
-    X, Y = np.meshgrid(x, y)
-    loss = 0.003 + 15.0 * (X**2 + Y**2) + 9.0 * X**2 * Y**2
+    x, loss = demo_like_loss()
+    y = x
     acc = 100.0 * np.exp(-loss)
     done = np.ones_like(loss, dtype=bool)
     done[-6:, :6] = False
