@@ -27,21 +27,39 @@ added with ``--log``; ``<ext>`` is ``png`` unless ``--format`` says ``pdf``/``sv
                        (vtkStructuredGrid, masked points blanked) and .vtp (vtkPolyData of the valid
                        quads; _tri.vtp with --cells tri). z = zscale * height, zscale chosen so the z
                        extent is half the x-y extent unless --zscale is given; point normals included.
-                       Point arrays: every metric, log10_<loss>, done, height, Normals.
+                       Point arrays: every metric, log10_<loss>, done, height, Normals. A file with
+                       a trajectory/ group also gives the path as a polyline on the surface:
+                       <same name>_trajectory.vtp (point arrays epoch, residual, distance).
       python -m analysis vtk scan.h5 --zmax 10 --log    # -> scan_train_loss_log_zmax10.vts/.vtp
 
-  render FILE...       offscreen pyvista PNG of the lit 3D surface
-                       -> <stem>_<metric>_render[_top][_log].png
+  render FILE...       offscreen pyvista PNG of the lit 3D surface (--trajectory: with the path)
+                       -> <stem>_<metric>_render[_top][_trajectory][_log].png
       python -m analysis render scan.h5 --contours 12 --cmap coolwarm
+
+  trajectory FILE...   contours of a PCA-plane scan (`effrep trajectory`) with the optimizer's path:
+                       markers every K epochs, start and end labelled, axes with the explained
+                       variance -> <stem>_<metric>_trajectory[_log].<ext>
+      python -m analysis trajectory pca.h5 --every 5
 
   compare FILE FILE... shared-colour-scale panels (2D) or overlaid curves (1D) in one figure
                        -> <stem1>_vs_<stem2>..._<metric>_compare[_log].<ext> (or --name NAME),
                        written next to the first file
       python -m analysis compare small_batch.h5 large_batch.h5 --labels "bs=128,bs=8192"
 
+  study STUDY_DIR      the outputs of `effrep study` from its study.json: one panel per variant on one
+                       colour scale and one set of levels -> figures/scan2d_<metric>_seed<S>.<ext>,
+                       scan1d_ (overlaid), convexity_, trajectory_, interp_ (pairs); and the table of
+                       test error beside the sharpness measures -> table.csv, table.json, table.md
+      python -m analysis study runs/studies/skip_connections --format png,pdf
+
 Masking: a point is drawn only when it is marked done and its value is finite (and > 0 with
---log); colour ranges come from those points only. ``python -m analysis <command> --help`` lists
-every option.
+--log); colour ranges come from those points only.
+
+Partial files (a scan still running, or stopped): contour, vtk and render draw the finest complete
+level of the coarse-to-fine order (every 2**L-th point in x and y) and say in the title (vtk: the
+printed line and field data `preview`) what fraction is computed and at which resolution;
+--partial interpolate fills in the full grid from every computed point, --partial mask leaves holes.
+``python -m analysis <command> --help`` lists every option.
 """
 
 from __future__ import annotations
@@ -54,6 +72,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from analysis.surface import Surface, SurfaceError, load_surface
+from analysis.trajectory import MOST_MARKERS
 
 if TYPE_CHECKING:  # matplotlib loads only for the commands that draw
     from matplotlib.figure import Figure
@@ -62,6 +81,7 @@ if TYPE_CHECKING:  # matplotlib loads only for the commands that draw
 
 FIGURE_FORMATS = ("png", "pdf", "svg")
 CONTOUR_KINDS = ("contour", "contourf", "heatmap")
+VTK_OUTPUTS = ("vts", "vtp", "trajectory")
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -128,6 +148,16 @@ def _parse_levels(text: str) -> Levels:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _parse_every(text: str) -> int:
+    try:
+        every = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number of epochs, e.g. 5") from None
+    if every < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number of epochs >= 1")
+    return every
+
+
 def _parse_size(text: str) -> tuple[int, int]:
     try:
         width, height = (int(v) for v in text.lower().split("x"))
@@ -138,6 +168,16 @@ def _parse_size(text: str) -> tuple[int, int]:
     return width, height
 
 
+def _partial(surface: Surface, args: argparse.Namespace) -> Surface:
+    """What to draw of a partial surface under --partial (a complete one as it is); prints the preview line."""
+    from analysis.preview import partial_view, preview_title
+
+    view = partial_view(surface, args.partial)
+    if preview_title(view):
+        print(f"{surface.describe()}: {preview_title(view)}", flush=True)
+    return view
+
+
 # --- commands: each yields the paths it wrote ---------------------------------------------------
 
 
@@ -146,7 +186,7 @@ def _cmd_contour(args: argparse.Namespace) -> Iterator[Path]:
 
     kinds = list(dict.fromkeys(args.kind or CONTOUR_KINDS))
     for file in args.files:
-        surface = load_surface(file)
+        surface = _partial(load_surface(file), args)
         surface.require_2d("contour")
         surface.require(args.metric)
         for kind in kinds:
@@ -207,13 +247,22 @@ def _vtk_base(surface: Surface, args: argparse.Namespace) -> str:
 
 
 def _cmd_vtk(args: argparse.Namespace) -> Iterator[Path]:
-    from analysis.vtkexport import auto_zscale, check_zscale, describe_scale, polydata, structured_grid, write_xml
+    from analysis.trajectory import has_trajectory, load_trajectory
+    from analysis.vtkexport import (
+        auto_zscale,
+        check_zscale,
+        describe_scale,
+        polydata,
+        structured_grid,
+        trajectory_polydata,
+        write_xml,
+    )
 
-    kinds = list(dict.fromkeys(args.only or ["vts", "vtp"]))
+    kinds = list(dict.fromkeys(args.only or VTK_OUTPUTS))
     if args.zscale is not None:
         check_zscale(args.zscale)
     for file in args.files:
-        surface = load_surface(file)
+        surface = _partial(load_surface(file), args)
         surface.require_2d("vtk")
         base = _vtk_base(surface, args)
         auto = args.zscale is None
@@ -225,20 +274,45 @@ def _cmd_vtk(args: argparse.Namespace) -> Iterator[Path]:
         if "vtp" in kinds:
             poly = polydata(surface, args.metric, cells=args.cells, **options)
             yield write_xml(poly, _out(surface, args, base + (".vtp" if args.cells == "quad" else "_tri.vtp")))
+        # The path goes along whenever the file has one; asked for by --only, its absence is an error.
+        if "trajectory" in kinds and (args.only or has_trajectory(file)):
+            path = trajectory_polydata(surface, load_trajectory(file), args.metric, **options)
+            yield write_xml(path, _out(surface, args, base + "_trajectory.vtp"))
 
 
 def _cmd_render(args: argparse.Namespace) -> Iterator[Path]:
     from analysis.render import render_surface
+    from analysis.trajectory import load_trajectory
+
+    for file in args.files:
+        surface = _partial(load_surface(file), args)
+        surface.require_2d("render")
+        trajectory = load_trajectory(file) if args.trajectory else None
+        view = "_top" if args.view == "top" else ""
+        path_tag = "_trajectory" if args.trajectory else ""
+        name = f"{_stem(surface)}_{args.metric}_render{view}{path_tag}{_log_suffix(args.log)}.png"
+        yield render_surface(
+            surface, _out(surface, args, name), args.metric, log=args.log, zmax=args.zmax, zscale=args.zscale,
+            cmap=args.cmap, contours=args.contours, view=args.view, elev=args.elev, azim=args.azim,
+            window_size=args.size, scalar_bar=not args.no_scalar_bar, title=not args.no_title, trajectory=trajectory,
+        )
+
+
+def _cmd_trajectory(args: argparse.Namespace) -> Iterator[Path]:
+    from analysis.trajectory import describe, load_trajectory, trajectory_figure
 
     for file in args.files:
         surface = load_surface(file)
-        view = "_top" if args.view == "top" else ""
-        path = _out(surface, args, f"{_stem(surface)}_{args.metric}_render{view}{_log_suffix(args.log)}.png")
-        yield render_surface(
-            surface, path, args.metric, log=args.log, zmax=args.zmax, zscale=args.zscale, cmap=args.cmap,
-            contours=args.contours, view=args.view, elev=args.elev, azim=args.azim, window_size=args.size,
-            scalar_bar=not args.no_scalar_bar, title=not args.no_title,
+        surface.require_2d("trajectory")
+        surface.require(args.metric)
+        trajectory = load_trajectory(file)
+        print(describe(trajectory, surface), flush=True)
+        fig = trajectory_figure(
+            surface, trajectory, args.metric, kind=args.kind, levels=args.levels, vmin=args.vmin, vmax=args.vmax,
+            log=args.log, cmap=args.cmap, every=args.every,
         )
+        names = [f"{_stem(surface)}_{args.metric}_trajectory{_log_suffix(args.log)}.{ext}" for ext in _formats(args)]
+        yield from _save(fig, [_out(surface, args, n) for n in names], args.dpi)
 
 
 def _cmd_compare(args: argparse.Namespace) -> Iterator[Path]:
@@ -301,7 +375,17 @@ def _height(p: argparse.ArgumentParser) -> None:
     p.add_argument("--zmax", type=float, default=None, help="clip values above this (data units, applied before --log)")
 
 
-PLUGIN_MODULES = ("analysis.sensitivity", "analysis.quant", "analysis.curvature")
+def _partial_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--partial", choices=("auto", "level", "interpolate", "mask"), default="auto",
+                   help="a partial file (a scan still running or stopped): level = the finest complete level of the "
+                        "coarse-to-fine order (every 2**L-th point; an error when none is complete yet); interpolate "
+                        "= the full grid filled in from every computed point, which are marked; mask = only the "
+                        "computed points, holes elsewhere; auto = level, or mask when no level is complete. The "
+                        "title says what fraction is computed and at which resolution. A complete file is drawn "
+                        "as it is")
+
+
+PLUGIN_MODULES = ("analysis.sensitivity", "analysis.quant", "analysis.curvature", "analysis.study")
 VIZ_MODULES = ("vtkmodules", "vtk", "pyvista")  # the [viz] extra (vtk and render)
 
 
@@ -333,6 +417,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                 "Writes <stem>_<metric>_<kind>[_log].<ext>.", _cmd_contour)
     _common(p)
     _metric(p)
+    _partial_option(p)
     p.add_argument("--kind", action="append", choices=CONTOUR_KINDS, default=None,
                    help="which views to draw; repeat for several [default: all three]")
     _colour(p)
@@ -370,24 +455,31 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                 "are all valid. --flat: z = 0, no normals, and the .vts draws every point (colour it by done),\n"
                 "for Warp By Scalar.\n"
                 "Writes <stem>_<metric>[_log][_zmax<v>][_zscale<v>][_flat].vts and .vtp (_tri.vtp with\n"
-                "--cells tri), e.g. scan_train_loss_log_zmax10.vtp.", _cmd_vtk)
+                "--cells tri), e.g. scan_train_loss_log_zmax10.vtp. A file with a trajectory/ group (made by\n"
+                "`effrep trajectory`) also gives the optimizer's path as one polyline lying on the surface, at the\n"
+                "same z plus a small lift, point arrays epoch, residual, distance: <same name>_trajectory.vtp.",
+                _cmd_vtk)
     _common(p)
     _metric(p)
+    _partial_option(p)
     _height(p)
     p.add_argument("--zscale", type=float, default=None, metavar="S",
                    help="z = S * height [default: z extent = half the larger x-y extent]")
     p.add_argument("--flat", action="store_true",
                    help="z = 0 everywhere and no normals, for ParaView's Warp By Scalar (Scale Factor = the printed zscale)")
     p.add_argument("--cells", choices=("quad", "tri"), default="quad", help="polygon type of the .vtp")
-    p.add_argument("--only", action="append", choices=("vts", "vtp"), default=None,
-                   help="write only this file type; repeat for both [default: both]")
+    p.add_argument("--only", action="append", choices=VTK_OUTPUTS, default=None,
+                   help="write only this output (trajectory: the path's _trajectory.vtp); repeat for several "
+                        "[default: vts and vtp, and trajectory when the file has a trajectory/ group]")
 
     p = command("render", "offscreen pyvista PNG of the lit 3D surface",
                 "An offscreen pyvista render: smooth-shaded surface coloured by height, camera at an elevated\n"
                 "oblique angle (or straight down with --view top: +x right, +y up), optional contour lines.\n"
-                "Writes <stem>_<metric>_render[_top][_log].png.", _cmd_render)
+                "--trajectory draws the path of the file's trajectory/ group on the surface.\n"
+                "Writes <stem>_<metric>_render[_top][_trajectory][_log].png.", _cmd_render)
     _common(p)
     _metric(p)
+    _partial_option(p)
     _height(p)
     p.add_argument("--cmap", default="viridis", help="colormap (coolwarm gives the paper's blue-red look)")
     p.add_argument("--contours", type=int, default=0, help="number of contour lines drawn on the surface")
@@ -399,6 +491,28 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--size", type=_parse_size, default=(1200, 900), metavar="WxH", help="image size in pixels")
     p.add_argument("--no-scalar-bar", action="store_true", help="leave out the colour bar")
     p.add_argument("--no-title", action="store_true", help="leave out the title text")
+    p.add_argument("--trajectory", action="store_true",
+                   help="draw the optimizer's path of the file's trajectory/ group (`effrep trajectory`) on the "
+                        "surface, start and end labelled; adds _trajectory to the name")
+
+    p = command("trajectory", "the optimizer's path over the contours of its PCA-plane scan",
+                "The loss contours of a scan made by `effrep trajectory` (the plane of the first two principal\n"
+                "components of the training path) with the projected path on top: a line through every snapshot,\n"
+                "a marker every K epochs, start and end labelled with their epochs, the axes labelled with the\n"
+                "explained variance (1st PC: 62.3 %), as in Li et al. 2018, figs. 9-10. The title gives the largest\n"
+                "residual off the plane relative to the snapshot's distance from the centre, and how many\n"
+                "snapshots lie outside the scanned range (the axes keep the scan's range). Levels and colours as\n"
+                "for `contour`. Prints the explained variance. Writes <stem>_<metric>_trajectory[_log].<ext>.",
+                _cmd_trajectory)
+    _common(p, files="one or more surface files (.h5) with a trajectory/ group")
+    _metric(p)
+    p.add_argument("--every", type=_parse_every, default=None, metavar="K",
+                   help="a marker on every snapshot whose epoch is a multiple of K "
+                        f"[default: the smallest round K that shows at most {MOST_MARKERS} markers]")
+    p.add_argument("--kind", choices=CONTOUR_KINDS, default="contour", help="view of the surface under the path")
+    _colour(p)
+    p.add_argument("--log", action="store_true", help="logarithmic colour scale and geometrically spaced levels")
+    _figure_out(p)
 
     p = command("compare", "several surfaces in one figure on one colour scale",
                 "Panels of one metric from several 2D surfaces side by side on one shared colour scale\n"

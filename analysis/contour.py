@@ -28,6 +28,7 @@ from analysis.common import (
     tidy_colorbar,
     with_bad,
 )
+from analysis.preview import mark_computed, preview_title
 from analysis.surface import Surface
 
 KINDS = ("contour", "contourf", "heatmap")
@@ -103,7 +104,9 @@ def contour_figure(
     artist = draw(ax, surface, metric, kind=kind, norm=norm, levels=lv, log=log, cmap=cmap)
     add_colorbar(fig, artist, ax, norm, label=metric + (" (log scale)" if log else ""))
     note = masked_note(surface, metric, log=log)
-    ax.set_title(f"{surface.name}: {metric}" + (f"\n({note})" if note else ""), fontsize=10)
+    mark_computed(ax, surface)
+    lines = [f"{surface.name}: {metric}", preview_title(surface), f"({note})" if note else ""]
+    ax.set_title("\n".join(line for line in lines if line), fontsize=10)
     return fig
 
 

@@ -25,6 +25,15 @@ from analysis.surface import Surface, SurfaceError, load_surface
 
 CONVEXITY_METRIC = "eig_ratio"
 DEFAULT_VMAX = 0.5  # the ratio saturates the colour bar above this: the chaotic regions
+NEARLY_CONVEX = 0.1  # |lambda_min / lambda_max| below this counts as nearly convex
+
+
+def convex_fraction(surface: Surface, metric: str = CONVEXITY_METRIC) -> tuple[float, int]:
+    """(fraction of the computed, finite points with |lambda_min / lambda_max| < NEARLY_CONVEX, their count); NaN, 0 when none."""
+    values = surface.values(metric)
+    valid = np.isfinite(values)
+    share = float(np.mean(values[valid] < NEARLY_CONVEX)) if valid.any() else float("nan")
+    return share, int(valid.sum())
 
 
 def convexity_figure(
@@ -39,10 +48,8 @@ def convexity_figure(
         raise SurfaceError(f"--vmax {vmax:g}: give an upper end > 0 for the colour scale")
     fig = contour_figure(surface, metric, kind="heatmap", levels=20, vmin=0.0, vmax=vmax, cmap=cmap)
     ax = fig.axes[0]
-    values = surface.values(metric)
-    valid = np.isfinite(values)
-    share = float(np.mean(values[valid] < 0.1)) if valid.any() else float("nan")
-    note = f"{share:.0%} of {int(valid.sum())} points below 0.1 (nearly convex)"
+    share, count = convex_fraction(surface, metric)
+    note = f"{share:.0%} of {count} points below {NEARLY_CONVEX:g} (nearly convex)"
     ax.set_title(f"{surface.name}: |λmin / λmax|\n{note}", fontsize=10)
     return fig
 

@@ -13,8 +13,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from analysis.preview import computed_points, preview_title
 from analysis.surface import Surface, SurfaceError, height_label
-from analysis.vtkexport import HEIGHT_ARRAY, auto_zscale, polydata
+from analysis.trajectory import PATH_COLOUR, Trajectory, marked, marker_every
+from analysis.vtkexport import HEIGHT_ARRAY, auto_zscale, polydata, trajectory_polydata
 
 if TYPE_CHECKING:
     import pyvista
@@ -51,11 +53,15 @@ def render_surface(
     window_size: tuple[int, int] = (1200, 900),
     scalar_bar: bool = True,
     title: bool = True,
+    trajectory: Trajectory | None = None,
 ) -> Path:
     """Render the surface offscreen to a PNG; colour = plotted height.
 
     Oblique: lit and smooth-shaded, seen from an elevated camera. Top: a flat map seen straight down,
     unlit so every pixel has exactly the colour bar's colour for its height, with x and y axes.
+    With `trajectory`, the optimizer's path lies on the surface (the polyline `vtk` writes), dots mark
+    every K epochs (as the `trajectory` figure), start and end are labelled with their epochs, and the
+    top view's axes say the explained variance.
     """
     if view not in VIEWS:
         raise SurfaceError(f"unknown view {view!r}; choose from {', '.join(VIEWS)}")
@@ -98,11 +104,17 @@ def render_surface(
                     # Lift the lines a hair above the surface so the depth test does not hide them.
                     lines.points[:, 2] += 2e-3 * max(float(np.ptp(mesh.points[:, 2])), mesh.length, 1e-12)
                     plotter.add_mesh(lines, color="black", line_width=1.5, show_scalar_bar=False)
+            if computed_points(surface) is not None:  # an interpolated preview: dots at the computed points
+                _add_computed(plotter, mesh)
+            if trajectory is not None:
+                _add_path(plotter, surface, trajectory, metric, log=log, zmax=zmax, flat=view == "top", zscale=scale)
             if title:
-                plotter.add_text(f"{surface.name}: {label}", font_size=10, color="black")
+                text = "\n".join(t for t in (f"{surface.name}: {label}", preview_title(surface)) if t)
+                plotter.add_text(text, font_size=10, color="black")
             if view == "top":
+                xtitle, ytitle = (surface.xlabel, surface.ylabel) if trajectory is None else trajectory.axis_labels(surface)
                 plotter.show_bounds(
-                    mesh=mesh, xtitle=surface.xlabel, ytitle=surface.ylabel, show_zaxis=False, show_zlabels=False,
+                    mesh=mesh, xtitle=xtitle, ytitle=ytitle, show_zaxis=False, show_zlabels=False,
                     font_size=int(np.clip(min(window_size) / 22, 10, 24)),
                     location="outer", color="black", bold=False, n_xlabels=5, n_ylabels=5, fmt="%.2g",
                     use_3d_text=False,
@@ -112,6 +124,47 @@ def render_surface(
         finally:
             plotter.close()
     return path
+
+
+def _add_path(
+    plotter: pyvista.Plotter,
+    surface: Surface,
+    trajectory: Trajectory,
+    metric: str,
+    *,
+    log: bool,
+    zmax: float | None,
+    flat: bool,
+    zscale: float,
+) -> None:
+    """The path as a thick line on the surface, dots every K epochs, start and end labelled."""
+    import pyvista
+
+    path = pyvista.wrap(trajectory_polydata(surface, trajectory, metric, log=log, zmax=zmax, flat=flat, zscale=zscale))
+    plotter.add_mesh(path, color=PATH_COLOUR, line_width=4, show_scalar_bar=False, lighting=False)
+    dots = marked(trajectory.epoch, marker_every(trajectory.epoch))
+    if dots.any():
+        plotter.add_points(
+            np.asarray(path.points)[dots], color=PATH_COLOUR, point_size=11, render_points_as_spheres=True,
+            lighting=False, show_scalar_bar=False,
+        )
+    ends = [0] if trajectory.size == 1 else [0, trajectory.size - 1]
+    words = ("start", "end")
+    plotter.add_point_labels(
+        np.asarray(path.points)[ends], [f"epoch {trajectory.epoch[k]} ({w})" for k, w in zip(ends, words)],
+        font_size=14, text_color="black", point_color="black", point_size=12, shape_color="white", shape_opacity=0.7,
+        always_visible=True, render_points_as_spheres=True,
+    )
+
+
+def _add_computed(plotter: pyvista.Plotter, mesh: pyvista.PolyData) -> None:
+    """Small black dots, a hair above the surface, at the points that were computed (its `done` array)."""
+    computed = np.asarray(mesh.point_data["done"]) == 1
+    if not computed.any():
+        return
+    points = np.array(mesh.points)[computed]
+    points[:, 2] += 2e-3 * max(float(np.ptp(mesh.points[:, 2])), mesh.length, 1e-12)
+    plotter.add_points(points, color="black", point_size=3, render_points_as_spheres=True, show_scalar_bar=False)
 
 
 def _place_camera(plotter: pyvista.Plotter, mesh: pyvista.PolyData, *, view: str, elev: float, azim: float) -> None:

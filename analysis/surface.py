@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
+
+if TYPE_CHECKING:
+    from analysis.preview import Preview
 
 COORDINATE_NAMES = ("xcoordinates", "ycoordinates")
 METRIC_NAMES = ("train_loss", "train_acc", "test_loss", "test_acc")
@@ -32,6 +35,8 @@ class Surface:
     done: np.ndarray | None = None
     attrs: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    # Set on what analysis.preview.partial_view returns for a partial file: what the drawing shows.
+    preview: Preview | None = None
 
     def __post_init__(self) -> None:
         self.x = np.asarray(self.x, dtype=np.float64)
@@ -246,6 +251,13 @@ def load_surface(path: str | Path) -> Surface:
         shape = (x.size,) if y is None else (y.size, x.size)
         # The schema stores "y,x"; a file that says "x,y" is transposed so callers always see [j, i].
         transpose = ndim == 2 and str(attrs.get("axes", "y,x")).replace(" ", "") == "x,y"
+        # `done` before the values: a running scan writes a tile's values, flushes, then sets its done
+        # flags, so every point done at this read already has its values on disk when they are read next.
+        done = None
+        if "done" in f:
+            done = np.asarray(f["done"][()], dtype=bool)
+            if transpose and done.ndim == 2:
+                done = done.T
         arrays: dict[str, np.ndarray] = {}
         for name in datasets:
             if name in NOT_METRICS:
@@ -263,9 +275,4 @@ def load_surface(path: str | Path) -> Surface:
                 f"{path}: no value dataset of shape {shape} (expected e.g. {', '.join(METRIC_NAMES)}); "
                 f"datasets present: {present}"
             )
-        done = None
-        if "done" in f:
-            done = np.asarray(f["done"][()], dtype=bool)
-            if transpose and done.ndim == 2:
-                done = done.T
     return Surface(x, y, arrays, done, attrs, path)

@@ -13,6 +13,11 @@ Point normals (`Normals`) come from the scaled surface (VTK's polygon normals av
 point), so ParaView shades it smoothly on open. `flat=True` writes z = 0 and no normals (a flat
 plane's normals would make a warped surface shade flat); it is the input for Warp By Scalar, and
 there every grid point is drawn so that colouring by `done` shows which points are computed.
+
+A surface file with a `trajectory/` group (`effrep trajectory`) also gives the optimizer's path as one
+polyline (`trajectory_polydata`): snapshot k at its (x, y) and at the surface's own z there (the same
+height and zscale, interpolated bilinearly), raised by `PATH_LIFT` of the x-y extent so that it lies
+visibly on top of the surface; point arrays `epoch`, `residual`, `distance`, `height`, `on_surface`.
 """
 
 from __future__ import annotations
@@ -32,12 +37,15 @@ from vtkmodules.vtkCommonDataModel import (
 from vtkmodules.vtkFiltersCore import vtkPolyDataNormals
 from vtkmodules.vtkIOXML import vtkXMLPolyDataWriter, vtkXMLStructuredGridWriter, vtkXMLWriter
 
+from analysis.preview import computed_points, preview_title
 from analysis.surface import Surface, SurfaceError
+from analysis.trajectory import Trajectory, interpolate_height
 
 HEIGHT_ARRAY = "height"
 NORMALS_ARRAY = "Normals"
 CELL_KINDS = ("quad", "tri")
 AUTO_Z_FRACTION = 0.5  # default z extent as a fraction of the larger x-y extent
+PATH_LIFT = 0.01  # the trajectory polyline floats this fraction of the larger x-y extent above the surface
 
 
 def auto_zscale(surface: Surface, metric: str, *, log: bool = False, zmax: float | None = None) -> float:
@@ -85,7 +93,9 @@ def point_arrays(surface: Surface, metric: str, *, log: bool = False, zmax: floa
             positive = surface.values(name, log=True)
             with np.errstate(divide="ignore", invalid="ignore"):
                 arrays[f"log10_{name}"] = np.log10(positive).ravel()
-    arrays["done"] = surface.done_mask.astype(np.uint8).ravel()
+    # An interpolated preview draws every point; `done` still says which ones were computed.
+    computed = computed_points(surface)
+    arrays["done"] = (surface.done_mask if computed is None else computed).astype(np.uint8).ravel()
     arrays[HEIGHT_ARRAY] = surface.height(metric, log=log, zmax=zmax)[0].ravel()
     return arrays
 
@@ -166,7 +176,8 @@ def _add_metadata(
         z_text = f"{zscale:.6g} * {expression}"
     fields = data.GetFieldData()
     texts = (("metric", metric), ("height", expression), ("z", z_text), ("source", str(surface.path or surface.name)))
-    for key, text in texts:
+    preview = preview_title(surface)  # a partial file: what fraction is computed, at which resolution
+    for key, text in texts + ((("preview", preview),) if preview else ()):
         text_array = vtkStringArray()
         text_array.SetName(key)
         text_array.InsertNextValue(text)
@@ -247,6 +258,55 @@ def polydata(
     if not flat:
         poly.GetPointData().SetNormals(_vtk_array(NORMALS_ARRAY, _point_normals(poly)))
     _add_metadata(poly, surface, metric, log=log, zmax=zmax, flat=flat, zscale=zscale)
+    return poly
+
+
+def trajectory_polydata(
+    surface: Surface,
+    trajectory: Trajectory,
+    metric: str = "train_loss",
+    *,
+    log: bool = False,
+    zmax: float | None = None,
+    flat: bool = False,
+    zscale: float = 1.0,
+) -> vtkPolyData:
+    """The projected optimizer path as one polyline lying on the surface of `polydata`/`structured_grid`.
+
+    Point k is snapshot k at (x, y, zscale * h + lift): h the same height as the surface's (clipped at
+    `zmax`, log10 with `log`) interpolated bilinearly at (x, y), `lift` = `PATH_LIFT` times the larger
+    x-y extent, so the line is drawn above the surface instead of in it. `flat`: z = lift.
+    """
+    zscale = check_zscale(zscale)
+    y = surface.require_2d("vtk")
+    z, _ = surface.height(metric, log=log, zmax=zmax)
+    height, exact = interpolate_height(surface.x, y, z, trajectory.x, trajectory.y)
+    lift = PATH_LIFT * max(float(np.ptp(surface.x)), float(np.ptp(y)), 1e-12)
+    zc = np.zeros_like(height) if flat else zscale * height
+    points = np.column_stack([trajectory.x, trajectory.y, zc + lift])
+    n = trajectory.size
+    lines = vtkCellArray()
+    lines.SetData(
+        numpy_support.numpy_to_vtkIdTypeArray(np.array([0, n], dtype=np.int64), deep=True),
+        numpy_support.numpy_to_vtkIdTypeArray(np.arange(n, dtype=np.int64), deep=True),
+    )
+    poly = vtkPolyData()
+    vtk_points = vtkPoints()
+    vtk_points.SetData(_vtk_array("Points", points))
+    poly.SetPoints(vtk_points)
+    poly.SetLines(lines)
+    arrays = {
+        "epoch": trajectory.epoch.astype(np.int64), "residual": trajectory.residual, "distance": trajectory.distance,
+        HEIGHT_ARRAY: height, "on_surface": exact.astype(np.uint8),
+    }
+    for name, values in arrays.items():
+        poly.GetPointData().AddArray(_vtk_array(name, values))
+    poly.GetPointData().SetActiveScalars("epoch")
+    _add_metadata(poly, surface, metric, log=log, zmax=zmax, flat=flat, zscale=zscale)
+    fields = poly.GetFieldData()
+    fields.AddArray(_vtk_array("lift", np.array([lift])))
+    if trajectory.explained_variance_ratio.size:
+        fields.AddArray(_vtk_array("explained_variance_ratio", trajectory.explained_variance_ratio))
     return poly
 
 

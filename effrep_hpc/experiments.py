@@ -19,7 +19,8 @@ from typing import Any, Callable, Literal, Optional
 
 from effrep_hpc.registry import Registry
 
-Split = Literal["job", "shards", "shared"]  # one (multi-node) job; array tasks into shards + merge; into one file
+# one (multi-node) job; array tasks into shards + merge; into one file; a graph of arrays (``stages``)
+Split = Literal["job", "shards", "shared", "graph"]
 
 
 @dataclass(frozen=True)
@@ -56,9 +57,12 @@ class Experiment:
     size: Optional[Callable[[Any], int]] = None  # cfg -> number of work items (no more array tasks than that)
     merge: Optional[str] = None  # "module:function(shards, output, *, overwrite) -> (path, done, total)"
     repair: Optional[str] = None  # "module:function(path) -> (flat indices cleared, total)": `effrep repair`
+    # split="graph": "module:function(cfg, config_path) -> [(role, [(argv, outputs)], roles it waits for)]", an
+    # array per stage for `effrep submit` (torch-free, like everything job planning imports)
+    stages: Optional[str] = None
 
     def load(self, what: str = "runner") -> Callable[..., Any]:
-        """Import this experiment's ``runner``, ``show``, ``merge`` or ``repair`` function."""
+        """Import this experiment's ``runner``, ``show``, ``merge``, ``repair`` or ``stages`` function."""
         module, _, name = str(getattr(self, what)).partition(":")
         function: Callable[..., Any] = getattr(importlib.import_module(module), name)
         return function
@@ -97,6 +101,18 @@ def _grid_points(cfg: Any) -> int:
 
     ny = len(parse_axis(cfg.landscape.y)) if cfg.landscape.y is not None else 1
     return len(parse_axis(cfg.landscape.x)) * ny
+
+
+def _trajectory_points(cfg: Any) -> int:
+    from effrep_hpc.landscape.grid import parse_axis
+
+    return len(parse_axis(cfg.landscape.x)) * len(parse_axis(cfg.landscape.y or cfg.landscape.x))
+
+
+def _study_out(cfg: Any) -> Path:
+    from effrep_hpc.config.study import study_out
+
+    return study_out(cfg)
 
 
 def _sweep_runs(cfg: Any) -> int:
@@ -157,6 +173,23 @@ register(Experiment(
     repair="effrep_hpc.store.surface:repair_surface",
 ))
 register(Experiment(
+    "trajectory", ("trajectory",), "PCA plane of a training run's path, its loss contours and the path on them (HDF5).",
+    "The paper's optimizer-path plot: the PCA of the snapshots a run kept (train.keep_every; <run.out>/weights)\n"
+    "minus the final weights (landscape.checkpoint), weights only unless landscape.bias_bn=include; every snapshot\n"
+    "projected on the first two directions by least squares (with its residual off the plane); then the loss scan\n"
+    "of that plane over the path plus trajectory.margin (landscape.x/y give the point counts), into\n"
+    "trajectory.surface (default <run.out>/trajectory.h5) with the path in its trajectory/ group. The directions go\n"
+    "to trajectory.direction_file (ours) and, with trajectory.export, the original code's format; the original\n"
+    "code's PCA files are read with trajectory.directions. Shared out and resumed like any scan.\n\n"
+    "  effrep trajectory configs/demo/digits.yaml landscape.x=-1:1:31 landscape.y=-1:1:31\n"
+    "  python -m analysis trajectory runs/demo/train/trajectory.h5   # contours, path, explained variance",
+    "effrep_hpc.runners.trajectory:run_trajectory", ("trajectory", "landscape", "data", "dist", "run"),
+    overwrite_help="start the surface file over (the direction file is reused while it fits the snapshots)",
+    output=lambda cfg: _path(cfg.trajectory.surface, cfg.run.out, "trajectory.h5"), kind="surface", unit="points",
+    split="shards", size=_trajectory_points,
+    merge="effrep_hpc.store.surface:merge_shards", repair="effrep_hpc.store.surface:repair_surface",
+))
+register(Experiment(
     "sensitivity", ("prune", "sensitivity"), "Accuracy with each layer pruned alone, per ratio and criterion (HDF5).",
     "For every prunable layer (prune.layers), every ratio (prune.sensitivity_ratios) and every criterion\n"
     "(prune.sensitivity_criteria), prune that one layer of the trained model and evaluate it (prune.eval_split,\n"
@@ -212,4 +245,21 @@ register(Experiment(
     overwrite_help="delete the sweep file and its per-run checkpoints first",
     output=lambda cfg: _path(cfg.quant.sweep_file, cfg.run.out, "sweep.h5"), kind="quant_sweep", unit="runs",
     split="shared", size=_sweep_runs,
+))
+register(Experiment(
+    "study", ("study",), "Train variants x seeds and measure each alike (scans, Hessian, trajectory); resumable graph.",
+    "Run a study (configs/studies/, docs/studies.md): train every variant x seed of study.variants on the base (the\n"
+    "file's other sections), then take study.measurements of each run (scan1d, scan2d, hessian, curvature,\n"
+    "trajectory) and the interpolation of each pair, by the same runners as the single commands, into\n"
+    "<study.out>/runs/<variant>/seed<seed>/ and <study.out>/pairs/; then the figures and the table\n"
+    "(analysis.study). <study.out>/study.json records every node; re-running does only what is missing, and a killed\n"
+    "study finishes its partial node. Under `mpiexec -n P python -m mpi4py -m effrep_hpc.cli study ...` the scans\n"
+    "share their grid over the P ranks and the trainings run P at a time. Overrides: study.key=value changes the\n"
+    "study, any other key=value the base of every variant.\n\n"
+    "  effrep study configs/studies/tiny.yaml\n"
+    "  effrep status runs/studies/tiny             # nodes done / pending / failed per kind",
+    "effrep_hpc.runners.study:run_study", ("study",), show="effrep_hpc.runners.study:describe_result",
+    overwrite_help="run every node again, each starting its output over (all the study's results are lost)",
+    output=lambda cfg: _study_out(cfg) / "study.json", kind="study", unit="nodes",
+    split="graph", stages="effrep_hpc.config.study:submission_stages",
 ))

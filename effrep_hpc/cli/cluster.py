@@ -87,8 +87,13 @@ def _submission_json(sub: Any) -> dict[str, Any]:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Print points, epochs or runs done/pending/failed of an output file or directory."""
-    from effrep_hpc.launch.status import collect, status_lines
+    from effrep_hpc.errors import UserError
+    from effrep_hpc.launch.status import check_preview_path, collect, status_lines, write_preview
 
+    if args.preview is not None:
+        if len(args.output) != 1 or Path(args.output[0]).is_dir():
+            raise UserError("--preview draws one surface: give exactly one surface file (not a directory)")
+        check_preview_path(Path(args.preview))
     results = []
     for output in args.output:
         results += collect(output)
@@ -96,6 +101,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps([r.as_dict() for r in results], indent=1))
     else:
         print("\n".join(status_lines(results)))
+    if args.preview is not None:
+        if results[0].kind != "surface":
+            raise UserError(f"--preview draws surface files; {results[0].path} is a {results[0].kind} file")
+        line = write_preview(Path(args.output[0]), Path(args.preview), metric=args.metric, partial=args.partial)
+        # With --json, stdout holds only the JSON document.
+        print(line, file=sys.stderr if args.json else sys.stdout, flush=True)
     return 0
 
 
@@ -151,6 +162,16 @@ def add_commands(sub: Any) -> None:
     p.add_argument("output", nargs="+",
                    help="surface.h5 (its shards are found next to it), metrics.h5, a sweep file or a directory")
     p.add_argument("--json", action="store_true", help="print a JSON list")
+    p.add_argument("--preview", metavar="IMAGE",
+                   help="also draw what a surface scan has computed so far (shards included; it may still be "
+                        "running) into IMAGE (.png, .pdf or .svg): filled contours (a 1D scan: its curves) of the "
+                        "finest complete level of the coarse-to-fine order, the title saying what fraction is "
+                        "computed and at which resolution; prints the level")
+    p.add_argument("--metric", default="train_loss", help="the value drawn by --preview (default train_loss)")
+    p.add_argument("--partial", choices=("auto", "level", "interpolate", "mask"), default="auto",
+                   help="what --preview draws of a partial scan: level (the finest complete level; an error when "
+                        "none is yet), interpolate (the full grid filled in from every computed point), mask (the "
+                        "computed points only), auto (level, or mask when no level is complete; the default)")
     p.set_defaults(func=cmd_status)
     p = sub.add_parser(
         "merge", help="Merge the shard files of an array-task run (surface, sensitivity, ...) into one file.",

@@ -1,7 +1,7 @@
 """Typed configs: YAML files and dotted ``key=value`` overrides become nested dataclasses.
 
-One module per section (``data``, ``model``, ``train``, ``run``, ``dist``, ``landscape``, ``hessian``,
-``prune``, ``quant``, ``launch``); :mod:`.base` builds and checks them, :mod:`.identity` decides whether a stored
+One module per section (``data``, ``model``, ``train``, ``run``, ``dist``, ``landscape``, ``hessian``, ``trajectory``,
+``prune``, ``quant``, ``launch``, ``study``); :mod:`.base` builds and checks them, :mod:`.identity` decides whether a stored
 output belongs to a config. Every problem in a config is reported in one :class:`ConfigError` naming
 the key, the closest valid key and the valid choices, before any file is created. Importing this
 package does not import torch (names are checked against the torch-free tables of :mod:`.names`).
@@ -24,7 +24,9 @@ from effrep_hpc.config.model import ModelConfig
 from effrep_hpc.config.prune import PruneConfig
 from effrep_hpc.config.quant import QuantConfig, QuantSweepConfig
 from effrep_hpc.config.run import RunConfig
+from effrep_hpc.config.study import StudyConfig, study_problems
 from effrep_hpc.config.train import TrainConfig
+from effrep_hpc.config.trajectory import TrajectoryConfig
 
 
 @dataclass
@@ -38,9 +40,14 @@ class Config:
     dist: DistConfig = field(default_factory=DistConfig)
     landscape: LandscapeConfig = field(default_factory=LandscapeConfig)
     hessian: HessianConfig = field(default_factory=HessianConfig)
+    trajectory: TrajectoryConfig = field(default_factory=TrajectoryConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
     quant: QuantConfig = field(default_factory=QuantConfig)
     launch: LaunchConfig = field(default_factory=LaunchConfig)
+    study: StudyConfig = field(default_factory=StudyConfig)  # `effrep study`; the other sections are its base
+
+    def _check(self) -> list[str]:
+        return study_problems(self)  # builds every variant's config: a bad variant key fails at load
 
 
 def from_dict(data: dict[str, Any], cls: type = Config) -> Any:
@@ -61,7 +68,8 @@ def from_yaml(text: str, cls: type = Config) -> Any:
 
 __all__ = [
     "Config", "ConfigError", "DataConfig", "DistConfig", "HessianConfig", "LandscapeConfig", "LaunchConfig", "ModelConfig",
-    "PruneConfig", "QuantConfig", "QuantSweepConfig", "ResumeMismatch", "RunConfig", "Scope", "TrainConfig",
+    "PruneConfig", "QuantConfig", "QuantSweepConfig", "ResumeMismatch", "RunConfig", "Scope", "StudyConfig", "TrainConfig",
+    "TrajectoryConfig",
     "check_resume", "from_dict", "from_yaml", "identity", "identity_differences", "load_config", "merge_overrides",
     "parse_override", "to_dict", "to_yaml", "yaml_load",
 ]

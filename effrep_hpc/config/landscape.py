@@ -37,6 +37,10 @@ class LandscapeConfig:
     batch_size: int = result(256)  # per forward pass; 256 is fastest on CPU, raise it on a GPU
     points_per_pass: int = 0  # grid points per forward pass; 0 = auto
     tile_size: int = 0  # grid points per work item; 0 = auto
+    # Which points first (values do not depend on it, so a scan may be resumed in the other order):
+    # progressive = coarse to fine (every 2**L-th point in x and y first, then the points halving the
+    # spacing), so a partial file holds a complete coarse picture; raster = row by row.
+    order: Literal["progressive", "raster"] = "progressive"
 
     def _check(self) -> list[str]:
         from effrep_hpc.landscape.grid import parse_axis

@@ -45,11 +45,13 @@ coordinates, the model, the data, ``batch_size``, K, and its *slot* ``point_ids[
 not on which other points share its pass or tile. Every pass has exactly K slots (empty slots are
 filled with a copy of a real point and dropped), and a point always sits in slot ``point_id % K``,
 because vectorized kernels can round differently at different offsets inside a stacked tensor. Pass
-the points' flat grid indices as ``point_ids`` and any split of a grid into tiles (a resumed scan
-included) reproduces an uninterrupted scan bitwise. "auto" resolves K from shapes and the device
-type only, so it is stable too. The batched and single paths may differ in the last bits (different kernels); they agree
-to float rounding. On GPUs the same holds as far as the kernels are deterministic, except that an
-out-of-memory retry changes K for the rest of that call.
+any fixed per-point id as ``point_ids`` (scans pass each point's rank in the progressive order, so
+consecutive tiles of that order fill every pass; files of older versions used the flat grid index)
+and any split of a grid into tiles (a resumed scan included) reproduces an uninterrupted scan
+bitwise. "auto" resolves K from shapes and the device type only, so it is stable too. The batched and
+single paths may differ in the last bits (different kernels); they agree to float rounding. On GPUs the
+same holds as far as the kernels are deterministic, except that an out-of-memory retry changes K for
+the rest of that call.
 """
 
 from __future__ import annotations

@@ -72,3 +72,108 @@ def make_tiles(pending_indices: np.ndarray, tile_size: int) -> list[np.ndarray]:
     pending = np.asarray(pending_indices)
     tile_size = int(tile_size)
     return [pending[s : s + tile_size] for s in range(0, len(pending), tile_size)]
+
+
+# Progressive (coarse-to-fine) order. Level L of an axis of n points holds the indices 0, s, 2s, ... (s = 2**L)
+# and always the last one, n - 1, so every level spans the whole extent. The coarsest level is the largest L
+# whose axis still has at least 3 points; a 2D grid uses the smaller of its two axes' coarsest levels, and
+# level L of the grid is the product of its axes' level-L indices. A point belongs to the coarsest level
+# that contains it. Progressive order: the points of the coarsest level, then those new at each finer level,
+# raster order within each; so any prefix of it that ends at a level's end holds a complete grid of
+# spacing 2**L (e.g. on 65 x 65 points, level 3 = every 8th point in x and y = 81 points, 1.9%).
+
+
+def coarsest_level(n: int) -> int:
+    """The coarsest level of an axis of ``n`` points: ``max(0, floor(log2((n - 1) / 2)))`` (0 for n <= 2)."""
+    if isinstance(n, bool) or int(n) != n or n < 1:
+        raise ValueError(f"an axis needs an integer number of points >= 1 (got {n!r})")
+    return max(0, (int(n) - 1).bit_length() - 2)  # floor(log2(m)) = m.bit_length() - 1
+
+
+def _shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    shape = tuple(int(s) for s in shape)
+    if len(shape) not in (1, 2) or min(shape) < 1:
+        raise ValueError(f"a grid shape is (nx,) or (ny, nx) with every axis >= 1 point (got {shape})")
+    return shape
+
+
+def grid_coarsest_level(shape: tuple[int, ...]) -> int:
+    """The coarsest level of a grid of ``shape`` ((nx,) or (ny, nx)): the smallest of its axes' coarsest levels."""
+    return min(coarsest_level(n) for n in _shape(shape))
+
+
+def axis_levels(n: int, top: int) -> np.ndarray:
+    """The level of each index of an axis of ``n`` points with levels 0..``top``: the largest L <= top holding it."""
+    i = np.arange(n)
+    levels = np.zeros(n, dtype=np.int64)
+    for level in range(1, top + 1):
+        levels[(i % (1 << level) == 0) | (i == n - 1)] = level
+    return levels
+
+
+def point_levels(shape: tuple[int, ...]) -> np.ndarray:
+    """The level of every point of the grid, by flat index (C order of ``shape``)."""
+    shape = _shape(shape)
+    top = grid_coarsest_level(shape)
+    if len(shape) == 1:
+        return axis_levels(shape[0], top)
+    ly, lx = (axis_levels(n, top) for n in shape)
+    return np.minimum(ly[:, None], lx[None, :]).reshape(-1)
+
+
+def level_points(shape: tuple[int, ...], level: int) -> np.ndarray:
+    """Flat indices (ascending) of the points of ``level``: every ``2**level``-th index per axis, and each axis's last."""
+    top = grid_coarsest_level(shape)
+    if isinstance(level, bool) or int(level) != level or not 0 <= level <= top:
+        raise ValueError(f"level must be an integer in 0..{top} for a grid of shape {tuple(shape)} (got {level!r})")
+    return np.flatnonzero(point_levels(shape) >= level)
+
+
+def progressive_order(shape: tuple[int, ...]) -> np.ndarray:
+    """Every flat index of the grid, coarsest level first, then the points new at each finer level (raster within)."""
+    return np.argsort(-point_levels(shape), kind="stable")
+
+
+def progressive_rank(shape: tuple[int, ...]) -> np.ndarray:
+    """The position of each flat index in :func:`progressive_order` (its inverse permutation)."""
+    order = progressive_order(shape)
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    return rank
+
+
+def finest_complete_level(done: np.ndarray) -> int | None:
+    """The smallest level whose points are all done in the mask ``done`` (shape (nx,) or (ny, nx)); None if none is."""
+    done = np.asarray(done, dtype=bool)
+    levels = point_levels(done.shape)
+    missing = levels[~done.reshape(-1)]
+    top = grid_coarsest_level(done.shape)
+    # a level is complete when no point of it (level >= L) is missing
+    finest = (int(missing.max()) + 1) if missing.size else 0
+    return finest if finest <= top else None
+
+
+def progressive_tiles(shape: tuple[int, ...], tile: int, workers: int = 1, k: int = 1, per_worker: int = 4) -> list[np.ndarray]:
+    """Tiles of flat indices in progressive order, none spanning two levels, for ``workers`` processes.
+
+    A level's new points are cut into tiles of at most ``tile`` points, fewer where the level is small, so
+    that it splits into about ``per_worker`` tiles per worker: a coarse level is shared by all workers and
+    finishes before the next one starts (as far as the queue hands tiles out in order). Cuts fall at
+    multiples of ``k`` positions of the progressive order (the tile size is rounded up to a multiple of
+    ``k``), so that with points placed in pass slots by their progressive rank (see runners.landscape) every
+    pass of ``k`` points is full except at a level's ends.
+    """
+    for name, value in (("tile", tile), ("workers", workers), ("k", k), ("per_worker", per_worker)):
+        if isinstance(value, bool) or int(value) != value or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1 (got {value!r})")
+    order = progressive_order(shape)
+    levels = point_levels(shape)[order]
+    # level boundaries in the progressive order: levels are descending there
+    bounds = np.flatnonzero(np.diff(levels)) + 1
+    tiles: list[np.ndarray] = []
+    for start, stop in zip([0, *bounds.tolist()], [*bounds.tolist(), order.size]):
+        size = min(int(tile), -(-(stop - start) // (int(per_worker) * int(workers))))
+        size = max(k, -(-size // k) * k)
+        cuts = [start, *range(start + (-start) % k, stop, size), stop]
+        tiles.extend(order[a:b] for a, b in zip(cuts, cuts[1:]) if b > a)
+    return tiles

@@ -5,18 +5,27 @@ metrics.h5 marks each finished epoch; a quantization sweep file keeps a status p
 without HDF5 locking (store.h5.open_readonly), so this works while jobs are still writing them. For masked
 files the checksums are verified too: a file whose done entries or directions were changed on disk is
 reported as damaged (never complete), and done entries holding NaN or inf are counted as non-finite.
+A study's folder (or its ``study.json``) shows the graph's progress instead: nodes per kind (:func:`study_status`).
+
+``--preview IMAGE`` draws what a surface scan has computed so far (its shards included), through the
+analysis package: the finest complete level of the coarse-to-fine order by default (analysis/preview.py).
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
+from effrep_hpc.errors import UserError
 from effrep_hpc.store.h5 import Integrity, check_integrity, index_ranges, open_readonly, read_attr
 from effrep_hpc.store.shards import SHARD_RE, shards_of
+
+if TYPE_CHECKING:
+    from analysis.surface import Surface
 
 RUN_STATES = ("done", "running", "pending", "failed")
 MAX_FILES = 10000
@@ -147,6 +156,44 @@ def metrics_status(path: Path) -> FileStatus:
     return FileStatus(str(path), "metrics", "epochs", int(done.size), int(done.sum()), int((~done).sum()), note=note)
 
 
+STUDY_MANIFEST = "study.json"
+
+
+def study_status(path: Path) -> list[FileStatus]:
+    """A study's progress (`effrep study`) from its manifest: per node kind, nodes done, pending and failed.
+
+    ``path`` is the study's directory (``study.out``) or its ``study.json``. Failed nodes are listed with
+    their error; a pending node whose input failed says which.
+    """
+    import json
+
+    manifest = path / STUDY_MANIFEST if path.is_dir() else path
+    if not manifest.exists():
+        raise FileNotFoundError(f"{manifest} does not exist yet: no node of the study has started (still queued?)")
+    try:
+        data = json.loads(manifest.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{manifest} is not a readable study manifest ({exc})") from None
+    if not isinstance(data, dict) or data.get("kind") != "study":
+        raise ValueError(f"{manifest} is not a study manifest (written by `effrep study`)")
+    kinds: dict[str, list[tuple[str, dict[str, Any]]]] = {"train": []}
+    for run in data.get("runs", []):
+        for kind, entry in (run.get("nodes") or {}).items():
+            kinds.setdefault(kind, []).append((f"{run.get('variant')} seed {run.get('seed')}", entry))
+    for pair in data.get("pairs", []):
+        kinds.setdefault("interp", []).append((f"{pair.get('name')} seed {pair.get('seed')}", pair))
+    results = []
+    for kind, entries in kinds.items():
+        statuses = [str(e.get("status", "pending")) for _, e in entries]
+        parts = [{"run": f"{kind} {name}", "status": f"failed: {e.get('error', '')}"}
+                 for name, e in entries if e.get("status") == "failed"]
+        parts += [{"run": f"{kind} {name}", "status": f"pending: waits for {', '.join(e['waits_for'])}, which failed"}
+                  for name, e in entries if e.get("status") == "pending" and e.get("waits_for")]
+        results.append(FileStatus(str(manifest), f"study {data.get('name')} {kind}", "nodes", len(entries),
+                                  statuses.count("done"), statuses.count("pending"), statuses.count("failed"), parts=parts))
+    return results
+
+
 def sweep_status(path: Path) -> FileStatus:
     """Runs done, running, pending and failed of a quantization sweep file (store/sweep.py)."""
     from effrep_hpc.store.sweep import read_statuses, run_names
@@ -186,6 +233,8 @@ def file_status(path: Path) -> FileStatus:
 def collect(output: str | Path) -> list[FileStatus]:
     """Status of ``output``: one file (or a surface whose shards exist), or every effrep HDF5 file under a directory."""
     output = Path(output)
+    if (output / STUDY_MANIFEST).is_file() if output.is_dir() else output.name == STUDY_MANIFEST:
+        return study_status(output)  # a study: its graph's progress (the files of one run: point at its folder)
     if output.is_dir():
         files = sorted(p for p in output.rglob("*.h5") if not p.name.startswith("."))[:MAX_FILES]
         surfaces: dict[Path, None] = {}
@@ -244,3 +293,68 @@ def status_lines(results: list[FileStatus]) -> list[str]:
             elif "status" in part:
                 lines.append(f"  {part['run']}: {part['status']}")
     return lines
+
+
+PREVIEW_FORMATS = (".png", ".pdf", ".svg")
+
+
+def check_preview_path(image: Path) -> Path:
+    """``image`` when its suffix names a figure format; else a UserError saying which suffixes work."""
+    if image.suffix.lower() not in PREVIEW_FORMATS:
+        raise UserError(f"--preview {image}: give an image file ending in {', '.join(PREVIEW_FORMATS)}")
+    return image
+
+
+def preview_surface(surface: Path) -> Surface:
+    """``surface`` united with its array shards: each point's values come from a file where it is done.
+
+    Read the way `load_surface` reads a file a scan is writing: without HDF5 locking, ``done`` before
+    the values, so a point seen done has its values.
+    """
+    from analysis.surface import Surface, load_surface
+
+    files = ([surface] if surface.exists() else []) + shards_of(surface)
+    if not files:
+        raise FileNotFoundError(f"neither {surface} nor any of its shards ({surface.stem}.shard-*-of-*{surface.suffix}) exist")
+    first = load_surface(files[0])
+    done = first.done_mask.copy()
+    metrics = {name: values.copy() for name, values in first.metrics.items()}
+    for path in files[1:]:
+        part = load_surface(path)
+        if part.shape != first.shape:
+            raise ValueError(
+                f"{path} has shape {part.shape} but {files[0]} has {first.shape}; shards of different scans are mixed here"
+            )
+        new = part.done_mask & ~done
+        for name, values in metrics.items():
+            if name in part.metrics:
+                values[new] = part.metrics[name][new]
+        done |= part.done_mask
+    return Surface(first.x, first.y, metrics, done, first.attrs, surface)
+
+
+def write_preview(surface: Path, image: Path, *, metric: str = "train_loss", partial: str = "auto") -> str:
+    """Draw what a (running) scan has computed so far into ``image``; return the line to print.
+
+    By default the finest complete level of the coarse-to-fine order (analysis.preview); the image is
+    written under a temporary name and renamed, so a viewer watching it never sees half a file.
+    """
+    from analysis.preview import partial_view, preview_figure, summary_line
+
+    check_preview_path(image)
+    full = preview_surface(surface)
+    view = partial_view(full, partial)
+    view.require(metric)
+    if not view.valid(metric).any():
+        done = full.done_mask
+        what = f"{int(done.sum())} of {done.size} points computed, no finite {metric}"
+        return f"preview: nothing to draw yet ({what}); {image} not written"
+    fig = preview_figure(view, metric)
+    image.parent.mkdir(parents=True, exist_ok=True)
+    tmp = image.with_name(f".{image.name}.tmp-{os.getpid()}")
+    try:
+        fig.savefig(tmp, dpi=150, format=image.suffix.lower().lstrip("."))
+        os.replace(tmp, image)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return f"preview: {image} ({metric}; {summary_line(view)})"

@@ -9,6 +9,8 @@ The experiment registry says how each command splits (``Experiment.split``):
   if every task succeeded (``afterok``) and runs `effrep merge`.
 - ``shared`` (quant sweep): an array of N tasks writing into the one output through store/, which lets one
   writer at a time in.
+- ``graph`` (study): the experiment's ``stages`` (e.g. a training array, then an array per measurement that
+  starts only if every training task succeeded, then a last job after all of them); ``--array`` does not apply.
 
 Every job runs the same config: a snapshot of the resolved config is written next to the logs, so
 editing the YAML file while jobs wait in the queue changes nothing. Without SLURM (``--local``, or
@@ -71,6 +73,7 @@ class Step:
     shape: JobShape
     outputs: list[Path]
     after: Optional[int] = None  # index of the step whose success this one waits for
+    more_after: tuple[int, ...] = ()  # further steps it waits for (a graph's last job)
 
 
 @dataclass
@@ -106,7 +109,8 @@ def plan_submission(
     cfg = load_submit_config(config, overrides, cluster)
     launch = cfg.launch
     cwd = Path.cwd()
-    logs = Path(folder or launch.folder or Path(cfg.run.out) / "submitit")
+    home = exp.output(cfg).parent if exp.split == "graph" and exp.output is not None else Path(cfg.run.out)
+    logs = Path(folder or launch.folder or home / "submitit")
     logs = logs if logs.is_absolute() else cwd / logs
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
     snapshot = logs / "configs" / f"{name.replace(' ', '-')}-{stamp}.yaml"
@@ -121,6 +125,18 @@ def plan_submission(
         return Plan(name, cfg, to_yaml(cfg), snapshot, logs, steps, outputs, after)
 
     assert exp.output is not None, f"experiment {exp.name} has split={exp.split} but no output"
+    if exp.split == "graph":
+        if array is not None:
+            raise ValueError(f"--array: `effrep submit {name}` makes one array task per node of its graph; leave --array out")
+        index: dict[str, int] = {}
+        for role, tasks, roles in exp.load("stages")(cfg, str(snapshot)):
+            waits = [index[r] for r in roles]
+            shape = JobShape(name=f"effrep-{name}-{role}", dependency=None if waits else dependency)
+            commands = [CommandTask(argv, cwd=cwd, outputs=outs) for argv, outs in tasks]
+            files = [Path(o) for _, outs in tasks for o in outs]
+            steps.append(Step(role, commands, shape, files, after=waits[0] if waits else None, more_after=tuple(waits[1:])))
+            index[role] = len(steps) - 1
+        return Plan(name, cfg, to_yaml(cfg), snapshot, logs, steps, [exp.output(cfg)], after)
     n = launch.array if array is None else array
     if n < 1:
         raise ValueError(f"--array must be >= 1 (got {n})")
@@ -206,7 +222,8 @@ def submit_plan(plan: Plan, *, local: bool = False, echo: Optional[Echo] = None,
     for index, step in enumerate(plan.steps):
         dependency = step.shape.dependency
         if step.after is not None:
-            earlier = [j for j in sub.jobs if j.role == plan.steps[step.after].role]
+            roles = {plan.steps[i].role for i in (step.after, *step.more_after)}
+            earlier = [j for j in sub.jobs if j.role in roles]
             dependency = _dependency_of(earlier)
         if kind == "slurm":
             try:
@@ -305,7 +322,8 @@ def plan_lines(plan: Plan, kind: str) -> list[str]:
     for index, step in enumerate(plan.steps):
         shape = step.shape
         if step.after is not None:
-            shape = dataclasses.replace(shape, dependency=f"afterok:<job ids of step {step.after + 1}>")
+            waits = ", ".join(str(i + 1) for i in (step.after, *step.more_after))
+            shape = dataclasses.replace(shape, dependency=f"afterok:<job ids of step{'s' if step.more_after else ''} {waits}>")
         params = slurm_parameters(plan.cfg.launch, shape) if kind == "slurm" else local_parameters(plan.cfg.launch, shape)
         what = f"array of {len(step.tasks)} tasks" if len(step.tasks) > 1 else "one job"
         lines.append(f"step {index + 1} ({step.role}, {what}):")
@@ -332,7 +350,8 @@ def submission_lines(sub: Submission) -> list[str]:
         else:
             lines.append(f"{step.role}: job {jobs[0].job_id}")
         if step.after is not None and sub.executor == "slurm":
-            lines[-1] += f" (starts when all of step '{sub.plan.steps[step.after].role}' succeeded)"
+            roles = "', '".join(sub.plan.steps[i].role for i in (step.after, *step.more_after))
+            lines[-1] += f" (starts when all of step{'s' if step.more_after else ''} '{roles}' succeeded)"
         for j in jobs:
             lines.append(f"  job {j.job_id}: {j.command_line}")
             for out in j.outputs:

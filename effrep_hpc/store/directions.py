@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from effrep_hpc.landscape.directions import direction_hash, is_running_stat
-from effrep_hpc.store.h5 import atomic_create, open_readonly, read_attr, set_attrs
+from effrep_hpc.store.h5 import atomic_create, open_readonly, read_attr, read_group, set_attrs, write_group
 
 SCHEMA_VERSION = 1
 _RESERVED = ("kind", "schema_version", "names", "directions_hash")
@@ -48,8 +48,13 @@ def save_directions(
     y: Mapping[str, Tensor] | None = None,
     *,
     attrs: Mapping[str, Any] | None = None,
+    trajectory: Mapping[str, Any] | None = None,
 ) -> None:
-    """Write x (and y) to ``path`` atomically (temporary file in the same folder, then renamed)."""
+    """Write x (and y) to ``path`` atomically (temporary file in the same folder, then renamed).
+
+    ``trajectory``: the projected path of PCA directions, stored as the group ``trajectory/`` in the layout
+    of a surface file's (docs/surface-format.md), read back by :func:`read_trajectory`.
+    """
     if y is not None:
         if list(y) != list(x):
             diff = next((a, b) for a, b in zip(list(x) + [None], list(y) + [None]) if a != b)
@@ -77,6 +82,43 @@ def save_directions(
             "directions_hash": direction_hash([x, y]),
             **extra,
         })
+        if trajectory is not None:
+            write_group(f, "trajectory", trajectory)
+
+
+def read_trajectory(path: str | Path) -> dict[str, Any] | None:
+    """The ``trajectory/`` group of a direction or surface file (datasets and ``"attrs"``), None if it has none."""
+    with open_readonly(path) as f:
+        return read_group(f["trajectory"]) if "trajectory" in f else None
+
+
+def export_original(
+    path: str | Path,
+    x: Mapping[str, Tensor],
+    y: Mapping[str, Tensor] | None = None,
+    *,
+    extras: Mapping[str, Sequence[float]] | None = None,
+) -> None:
+    """Write x (and y) in the original scripts' format: ``xdirection/0..K-1`` in parameter order, plus PCA extras.
+
+    ``x`` and ``y`` must hold the model's parameters in ``net.parameters()`` order (no BN statistics: that
+    format's weights layout has none); ``extras`` are root datasets such as ``explained_variance_ratio_``
+    (names from ``PCA_EXTRAS``), as the original code's PCA direction files hold them.
+    """
+    stats = [name for name in x if is_running_stat(name)]
+    if stats:
+        raise ValueError(f"the original format holds parameters only; {stats[0]!r} is a BN statistic")
+    unknown = [name for name in (extras or {}) if name not in PCA_EXTRAS]
+    if unknown:
+        raise ValueError(f"unknown PCA extra {unknown[0]!r}; expected one of {list(PCA_EXTRAS)}")
+    with atomic_create(path) as f:
+        for group_name, direction in (("xdirection", x), ("ydirection", y)):
+            if direction is not None:
+                group = f.create_group(group_name)
+                for i, tensor in enumerate(direction.values()):
+                    group.create_dataset(str(i), data=_to_numpy(tensor))
+        for name, values in (extras or {}).items():
+            f.create_dataset(name, data=np.asarray(values, dtype=np.float64))
 
 
 def direction_file_attrs(path: str | Path) -> dict[str, Any]:

@@ -31,7 +31,7 @@ import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Mapping, Optional
 
 import h5py
 import numpy as np
@@ -75,6 +75,22 @@ def set_attrs(obj: h5py.HLObject, attrs: dict[str, Any]) -> None:
         if isinstance(value, dict) or (isinstance(value, (list, tuple)) and value and isinstance(value[0], str)):
             value = json.dumps(value)
         obj.attrs[key] = value
+
+
+def write_group(parent: h5py.Group, name: str, content: Mapping[str, Any]) -> None:
+    """Create group ``name`` with one dataset per array of ``content`` and its ``"attrs"`` entry as attributes."""
+    group = parent.create_group(name)
+    for key, value in content.items():
+        if key != "attrs":
+            group.create_dataset(key, data=np.asarray(value))
+    set_attrs(group, dict(content.get("attrs", {})))
+
+
+def read_group(group: h5py.Group) -> dict[str, Any]:
+    """A group written by :func:`write_group`: its datasets by name, and ``"attrs"``."""
+    out: dict[str, Any] = {key: group[key][()] for key in group if isinstance(group[key], h5py.Dataset)}
+    out["attrs"] = {key: read_attr(group, key) for key in group.attrs}
+    return out
 
 
 def read_attr(obj: h5py.HLObject, key: str, default: Any = None) -> Any:

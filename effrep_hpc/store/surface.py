@@ -25,7 +25,9 @@ from effrep_hpc.store.h5 import (
     preallocate,
     provenance,
     read_attr,
+    read_group,
     set_attrs,
+    write_group,
 )
 
 SCHEMA_VERSION = 1
@@ -44,6 +46,8 @@ class SurfaceSpec:
     directions_hash: str = ""
     directions: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # "x"/"y" -> name -> array
     attrs: dict[str, Any] = field(default_factory=dict)
+    # the `trajectory/` group (docs/surface-format.md): dataset name -> array, plus "attrs" -> dict
+    trajectory: Optional[dict[str, Any]] = None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -119,21 +123,19 @@ def _create(path: Path, spec: SurfaceSpec, extra_attrs: dict[str, Any]) -> None:
                     ga.create_dataset(name, data=np.asarray(arr))
             # of the arrays as stored (read back), so a resume can tell when they were changed on disk
             f.attrs["directions_sha256"] = arrays_digest(g)
+        if spec.trajectory is not None:
+            write_group(f, "trajectory", spec.trajectory)
 
 
-def _runs(flat: np.ndarray, nx: int) -> list[tuple[int, int, int, int, int]]:
-    """Split sorted flat indices into (j, i0, i1, start, stop) runs of one row each (i1 exclusive)."""
-    runs = []
-    start = 0
-    n = len(flat)
-    while start < n:
-        j, i0 = divmod(int(flat[start]), nx)
-        stop = start + 1
-        while stop < n and flat[stop] == flat[stop - 1] + 1 and flat[stop] // nx == j:
-            stop += 1
-        runs.append((j, i0, i0 + (stop - start), start, stop))
-        start = stop
-    return runs
+def _write_points(ds: h5py.Dataset, points: np.ndarray, values: np.ndarray) -> None:
+    """Write ``values[p]`` at the element ``points[p]`` (index rows) of ``ds`` in one HDF5 call.
+
+    A point selection: a tile of the progressive order is scattered over many rows (a 64-point tile
+    can be 64 one-element runs), and one call for the whole tile costs about what one run did.
+    """
+    file_space = ds.id.get_space()
+    file_space.select_elements(points)
+    ds.id.write(h5py.h5s.create_simple((len(values),)), file_space, np.ascontiguousarray(values, dtype=ds.dtype))
 
 
 class SurfaceWriter(ResumableWriter):
@@ -167,28 +169,24 @@ class SurfaceWriter(ResumableWriter):
         if missing:
             raise KeyError(f"tile results lack metrics {missing}")
         f = self._open_file()
-        nx = len(self.spec.x)
         if flat.size and (flat[0] < 0 or flat[-1] >= self.spec.num_points):
             raise IndexError(f"point index outside the grid of {self.spec.num_points} points")
-        runs = _runs(flat, nx)  # 1D: every index is < nx, so j == 0
+        if not flat.size:
+            return
+        # element coordinates in the file's layout: (j, i) rows in 2D, (i,) in 1D
+        points = np.stack(np.unravel_index(flat, self.spec.shape), axis=1).astype(np.uint64)
         columns = {name: np.asarray(values[name], dtype=np.float64).reshape(-1)[order] for name in self.spec.metrics}
         if self.checksums:
             columns[CHECKSUM] = self._checksums_of(columns)
         for name, vals in columns.items():
-            ds = f[name]
-            for j, i0, i1, s, e in runs:
-                if self.spec.y is None:
-                    ds[i0:i1] = vals[s:e]
-                else:
-                    ds[j, i0:i1] = vals[s:e]
+            _write_points(f[name], points, vals)
         f.flush()
-        done = f["done"]
-        for j, i0, i1, _, _ in runs:
-            if self.spec.y is None:
-                done[i0:i1] = True
-            else:
-                done[j, i0:i1] = True
+        _write_points(f["done"], points, np.ones(flat.size, dtype=bool))
         f.flush()
+
+    def point_slots(self) -> str:
+        """The file's ``point_slots`` attribute: how its points sit in batched passes ("flat" in older files)."""
+        return str(read_attr(self._open_file(), "point_slots", "flat"))
 
 
 def read_surface(path: str | Path) -> dict[str, Any]:
@@ -207,6 +205,7 @@ def spec_from_file(f: h5py.File) -> SurfaceSpec:
     if "directions" in f:
         for axis in f["directions"]:
             directions[axis] = {n: f["directions"][axis][n][()] for n in f["directions"][axis]}
+    trajectory = read_group(f["trajectory"]) if "trajectory" in f else None
     skip = {"kind", "schema_version", "ndim", "axes", "model_hash", "directions_hash", "metrics", "config", "created",
             "effrep_version", "shard_task", "shard_count", "directions_sha256"}
     return SurfaceSpec(
@@ -218,6 +217,7 @@ def spec_from_file(f: h5py.File) -> SurfaceSpec:
         directions_hash=str(read_attr(f, "directions_hash", "")),
         directions=directions,
         attrs={k: read_attr(f, k) for k in f.attrs if k not in skip},
+        trajectory=trajectory,
     )
 
 

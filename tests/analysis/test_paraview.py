@@ -24,6 +24,8 @@ pytestmark = pytest.mark.slow
 
 # Runs inside pvbatch's own Python: paraview.simple and the standard library only.
 # What a user gets from File > Open + Apply, coloured by one array, seen from an elevated oblique camera.
+# A job's "overlays" (e.g. the trajectory's polyline) are opened into the same view in solid red, 3 px wide;
+# "array": null leaves the main file in its solid default colour, "hide": true makes it invisible.
 PVBATCH_SCRIPT = r"""
 import json, math, sys
 from paraview.simple import ColorBy, CreateView, GetColorTransferFunction, OpenDataFile, Render, SaveScreenshot, Show
@@ -36,9 +38,17 @@ for job in json.load(open(sys.argv[1])):
     view.UseColorPaletteForBackground = 0
     view.Background = [1.0, 1.0, 1.0]
     display = Show(reader, view)
-    ColorBy(display, ("POINTS", job["array"]))
-    display.RescaleTransferFunctionToDataRange(True, False)
-    GetColorTransferFunction(job["array"]).ApplyPreset("Viridis (matplotlib)", True)
+    if job["array"]:
+        ColorBy(display, ("POINTS", job["array"]))
+        display.RescaleTransferFunctionToDataRange(True, False)
+        GetColorTransferFunction(job["array"]).ApplyPreset("Viridis (matplotlib)", True)
+    if job.get("hide"):
+        display.Opacity = 0.0  # invisible, yet still what the camera is fitted to
+    for extra in job.get("overlays", []):
+        overlay = Show(OpenDataFile(extra), view)
+        ColorBy(overlay, None)
+        overlay.AmbientColor = overlay.DiffuseColor = [1.0, 0.0, 0.0]
+        overlay.LineWidth = 3.0
     x0, x1, y0, y1, z0, z1 = reader.GetDataInformation().GetBounds()
     centre = [(x0 + x1) / 2, (y0 + y1) / 2, (z0 + z1) / 2]
     elev, azim = math.radians(30.0), math.radians(-60.0)
@@ -66,8 +76,8 @@ def pvbatch_command() -> list[str]:
     pytest.skip("pvbatch needs xvfb-run (Debian: apt-get install xvfb) or a display")
 
 
-def render(jobs: list[dict[str, str]], tmp_path: Path) -> None:
-    """Render every job {file, png, array} in one pvbatch run (ParaView's start-up is most of the time)."""
+def render(jobs: list[dict], tmp_path: Path) -> None:
+    """Render every job {file, png, array[, overlays]} in one pvbatch run (ParaView's start-up is most of the time)."""
     script, job_file = tmp_path / "screenshot.py", tmp_path / "jobs.json"
     script.write_text(PVBATCH_SCRIPT)
     job_file.write_text(json.dumps(jobs))
@@ -169,3 +179,34 @@ def test_pvbatch_draws_a_bowl_coloured_by_height_and_done(demo_like_file, tmp_pa
     purple = mask & (b > g + 0.1) & (r > g + 0.05)
     assert yellow.mean() > 0.02 and purple.mean() > 0.002, (yellow.mean(), purple.mean())
     assert yellow.sum() > 5 * purple.sum()  # 36 of 625 points are pending
+
+
+def test_pvbatch_shows_the_trajectory_polyline_on_top_of_the_surface(tmp_path, capsys):
+    from tests.analysis.test_trajectory_figures import write_trajectory_file
+
+    surface_file = write_trajectory_file(tmp_path / "pca.h5")
+    out = str(tmp_path / "vtk")
+    # Linear height: the bowl is shallow enough that the oblique camera sees its whole floor (with --log the
+    # funnel's near rim rightly hides the path's end), so every part of the path must show.
+    vts, vtp, path = _vtk(capsys, str(surface_file), "--out", out)
+    assert path.endswith("_trajectory.vtp")
+    jobs = [
+        {"file": vtp, "png": str(tmp_path / "both.png"), "array": "height", "overlays": [path]},
+        {"file": vts, "png": str(tmp_path / "grid.png"), "array": "height", "overlays": [path]},
+        {"file": vtp, "png": str(tmp_path / "surface.png"), "array": "height"},
+        # The path alone, seen from the same camera (the view fits the surface, drawn white on white).
+        {"file": vtp, "png": str(tmp_path / "alone.png"), "array": None, "overlays": [path], "hide": True},
+    ]
+    render(jobs, tmp_path)
+
+    def red(png: str) -> np.ndarray:
+        rgb = mpimg.imread(png)[..., :3]
+        return (rgb[..., 0] > 0.8) & (rgb[..., 1] < 0.3) & (rgb[..., 2] < 0.3)
+
+    assert not red(str(tmp_path / "surface.png")).any()  # viridis has no red: red pixels are the path
+    alone = red(str(tmp_path / "alone.png")).sum()
+    assert alone > 300, alone
+    for name in ("both", "grid"):
+        shown = red(str(tmp_path / f"{name}.png")).sum()
+        # On top: nearly all of the path is seen over the surface (none of it sinks into the bowl).
+        assert shown > 0.9 * alone, (name, shown, alone)

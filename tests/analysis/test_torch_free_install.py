@@ -33,8 +33,10 @@ INPUT_KIND = {
     "contour": "surface2d", "surface3d": "surface2d", "vtk": "surface2d", "render": "surface2d",
     "compare": "surface", "plot1d": "surface1d", "sensitivity": "sensitivity",
     "quant-table": "sweep", "quant-plots": "sweep", "quant-markov": "markov",
-    "convexity": "eigenmap", "spectrum": "hessian",
+    "convexity": "eigenmap", "spectrum": "hessian", "trajectory": "trajectory", "study": "study",
 }
+# A kind of file that is also of other kinds: a trajectory file is a 2D surface file with a trajectory/ group.
+ALSO = {"surface1d": ("surface",), "surface2d": ("surface",), "trajectory": ("surface2d", "surface")}
 OUTPUT_OPTIONS = ("--out", "--csv", "--name")  # options whose value is written, not read
 # What a torch-free workstation must not get (effrep-hpc's own requirements beyond numpy, h5py, matplotlib).
 NOT_PULLED = ("torch", "effrep-hpc", "scipy", "scikit-learn", "pyyaml", "mnist1d", "tqdm", "mpi4py", "submitit")
@@ -58,7 +60,10 @@ def readme_commands() -> list[list[str]]:
 
 
 def input_files(argv: list[str]) -> list[str]:
-    """The files a command reads: its .h5 and .json arguments that are not the value of an output option."""
+    """The files a command reads: its .h5 and .json arguments that are not the value of an output option (`study`:
+    the directory right after the command)."""
+    if argv[3:4] == ["study"]:
+        return argv[4:5]
     return [a for prev, a in zip([""] + argv, argv) if a.endswith((".h5", ".json")) and prev not in OUTPUT_OPTIONS]
 
 
@@ -69,7 +74,18 @@ def input_kind(argv: list[str]) -> str:
         pytest.fail(f"README runs `python -m analysis {command}`: add the kind of file it reads to INPUT_KIND")
     if command == "plot1d" and any(a.startswith(("--at-x", "--at-y")) for a in argv):
         return "surface2d"
+    if command in ("render", "vtk") and any(a in ("--trajectory", "trajectory") for a in argv[4:]):
+        return "trajectory"  # render --trajectory, vtk --only trajectory
     return INPUT_KIND[command]
+
+
+def merged_kind(name: str, known: str | None, kind: str) -> str:
+    """The kind of file that serves both a command reading `known` and one reading `kind` (the more specific)."""
+    if known is None or known in ALSO.get(kind, ()):
+        return kind
+    if kind == known or kind in ALSO.get(known, ()):
+        return known
+    pytest.fail(f"README uses {name} as a {known} file and as a {kind} file")
 
 
 # --- input files, written by this checkout's writers ---------------------------------------------------------
@@ -91,6 +107,30 @@ def write_surface(path: Path, *, ndim: int, tilt: float = 0.0) -> None:
         w.write(np.arange(loss.size), metrics)
 
 
+def write_trajectory(path: Path) -> None:
+    """A PCA-plane scan (as `effrep trajectory` writes it): a 2D surface with the projected path in trajectory/."""
+    from effrep_hpc.store.surface import SurfaceSpec, SurfaceWriter
+
+    x, y = np.linspace(-0.4, 1.2, 13), np.linspace(-0.5, 0.6, 10)
+    X, Y = np.meshgrid(x, y)
+    loss = (0.05 + 2.0 * X**2 + 4.0 * Y**2 + X * Y).reshape(-1)
+    epoch = np.arange(21)
+    t = epoch / epoch[-1]
+    px, py = (1.0 - t) ** 2, 0.4 * np.sin(np.pi * t)
+    residual = 0.05 * np.sin(np.pi * t)
+    path_arrays = {"epoch": epoch, "x": px, "y": py, "residual": residual,
+                   "distance": np.sqrt(px**2 + py**2 + residual**2)}
+    attrs = {"explained_variance_ratio": np.array([0.7, 0.2]), "explained_variance": np.array([1.4, 0.4]),
+             "singular_values": np.array([5.3, 2.8]), "centered": True, "covered": "weights", "method": "svd",
+             "snapshots": "runs/demo/train/weights"}
+    spec = SurfaceSpec(x=x, y=y, metrics=["train_loss", "train_acc"], config_yaml="model: {name: digits_cnn}\n",
+                       model_hash="m", directions_hash="d", attrs={"directions_source": "pca"},
+                       trajectory={**path_arrays, "attrs": attrs})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with SurfaceWriter(path, spec) as w:
+        w.write(np.arange(loss.size), {"train_loss": loss, "train_acc": 100 * np.exp(-loss)})
+
+
 def write_eigenmap(path: Path) -> None:
     """An eigenvalue map (as `effrep curvature` writes it): a surface file of max_eig, min_eig, eig_ratio, hvps."""
     from effrep_hpc.runners.curvature import MAP_METRICS
@@ -105,6 +145,41 @@ def write_eigenmap(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with SurfaceWriter(path, spec) as w:
         w.write(np.arange(top.size), values)
+
+
+def write_study(root: Path) -> None:
+    """A study directory as `effrep study` leaves it: study.json (the manifest's documented layout) and, per variant
+    and seed, the files of its measurements written by this checkout's writers; one variant's hessian failed."""
+    from effrep_hpc.store.curves import MetricsFile
+
+    variants = [{"name": f"net{depth}{'' if short else '_noshort'}", "overrides": {"model.depth": depth},
+                 "group": {"depth": depth, "shortcut": short}} for short in (True, False) for depth in (8, 20)]
+    runs = []
+    for k, variant in enumerate(variants):
+        for seed in (0, 1):
+            run = f"runs/{variant['name']}/seed{seed}"
+            (root / run).mkdir(parents=True, exist_ok=True)
+            with MetricsFile(root / run / "metrics.h5", config_yaml="train: {epochs: 2}\n", fields=["epoch", "test_acc"],
+                             epochs=2, resume=False) as metrics:
+                for epoch in range(2):
+                    metrics.write_epoch(epoch, {"epoch": epoch, "test_acc": 80.0 + 5 * epoch + k + seed})
+            write_surface(root / run / "scan1d.h5", ndim=1)
+            write_surface(root / run / "scan2d.h5", ndim=2, tilt=0.5 * k)
+            write_eigenmap(root / run / "curvature.h5")
+            write_trajectory(root / run / "trajectory.h5")
+            nodes = {kind: {"status": "done", "outputs": {"surface": f"{run}/{kind}.h5"}}
+                     for kind in ("scan1d", "scan2d", "curvature", "trajectory")}
+            nodes["train"] = {"status": "done", "outputs": {"checkpoint": f"{run}/checkpoint.pt",
+                                                            "metrics": f"{run}/metrics.h5"}}
+            if k == 3:
+                nodes["hessian"] = {"status": "failed", "error": "out of memory", "outputs": {"hessian": f"{run}/hessian.json"}}
+            else:
+                write_hessian(root / run / "hessian.json")
+                nodes["hessian"] = {"status": "done", "outputs": {"hessian": f"{run}/hessian.json"}}
+            runs.append({"variant": variant["name"], "seed": seed, "dir": run, "nodes": nodes})
+    manifest = {"kind": "study", "schema_version": 1, "name": root.name, "config": "study: {}\n", "variants": variants,
+                "seeds": [0, 1], "runs": runs, "pairs": [], "figures": {}, "table": {}}
+    (root / "study.json").write_text(json.dumps(manifest, indent=1))
 
 
 def write_hessian(path: Path) -> None:
@@ -185,6 +260,8 @@ WRITERS = {
     "markov": write_markov,
     "eigenmap": lambda work, name: write_eigenmap(work / name),
     "hessian": lambda work, name: write_hessian(work / name),
+    "trajectory": lambda work, name: write_trajectory(work / name),
+    "study": lambda work, name: write_study(work / name),
 }
 
 
@@ -223,11 +300,7 @@ def readme_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     kinds: dict[str, str] = {}
     for argv in readme_commands():
         for name in input_files(argv):
-            kind, known = input_kind(argv), kinds.get(name)
-            if known is None or known == "surface":
-                kinds[name] = kind
-            elif kind not in (known, "surface"):
-                pytest.fail(f"README uses {name} as a {known} file and as a {kind} file")
+            kinds[name] = merged_kind(name, kinds.get(name), input_kind(argv))
     for name, kind in kinds.items():
         WRITERS["surface2d" if kind == "surface" else kind](work, name)
     return work
