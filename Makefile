@@ -45,8 +45,11 @@ test-all: $(STAMP)
 	$(SUDO) bash slurm/local-cluster.sh start
 	$(PY) -m pytest -q -m "slow or not slow"
 
+# Every benchmarks/*.py through benchmarks/run_all.py: one summary.json + summary.md under runs/bench/.
+# BENCH_ARGS="--quick" for smoke runs, "--device cuda" on a GPU machine (see benchmarks/README.md).
+BENCH_ARGS ?=
 bench: $(STAMP)
-	for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	$(PY) benchmarks/run_all.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -16,11 +16,14 @@ BN in eval mode, cross-entropy, weights only (``landscape.bias_bn=ignore``).
 Targets: HVP <= 3x a gradient; Lanczos needs at most half the HVPs of power iteration.
 
 Usage: python benchmarks/hessian_throughput.py [--quick] [--samples N] [--conv-samples N] [--power-cap N]
+
+The last line printed is ``RESULT {json}`` (see benchmarks/README.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -44,6 +47,9 @@ from effrep_hpc.train.losses import batch_loss  # noqa: E402
 
 BATCH = 256
 TOL = 1e-3
+HVP_TARGET = 3.0  # one HVP (the default implementation) <= 3x one gradient
+LANCZOS_TARGET = 0.5  # Lanczos needs at most half the HVPs of power iteration
+DEFAULT_HVP = "double backward, graphs kept (default)"
 
 
 def best_of(fn: Callable[[], object], repeats: int) -> float:
@@ -66,8 +72,8 @@ def plain_gradient(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, nam
         torch.autograd.grad(batch_loss(model(xb), yb) * (len(yb) / len(x)), params)
 
 
-def hvp_cost(name: str, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, repeats: int) -> None:
-    """Print the time of one HVP relative to one gradient for each implementation."""
+def hvp_cost(name: str, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, repeats: int) -> dict[str, float]:
+    """Print the time of one HVP relative to one gradient for each implementation; return those ratios."""
     ops = {
         "double backward": HessianOperator(model, x, y, batch_size=BATCH, cache_bytes=0),
         "double backward, graphs kept (default)": HessianOperator(model, x, y, batch_size=BATCH),
@@ -77,12 +83,15 @@ def hvp_cost(name: str, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor
     v = torch.randn(first.dim, generator=torch.Generator().manual_seed(0)).to(first.dtype)
     t_grad = best_of(lambda: plain_gradient(model, x, y, first.names), repeats)
     parts = [f"gradient {t_grad:.3f} s"]
+    ratios = {}
     for label, op in ops.items():
         t = best_of(lambda op=op: op(v), repeats)
         parts.append(f"{label} {t:.3f} s = {t / t_grad:.2f}x")
+        ratios[label] = t / t_grad
     kept = ops["double backward, graphs kept (default)"]
     cached = f"{kept.cached_bytes / 2**20:.0f} MiB of graphs kept ({kept.cached_batches} of {len(kept.batches)} batches)"
     print(f"{name}: one HVP vs one gradient: " + "; ".join(parts) + f"; {cached}", flush=True)
+    return ratios
 
 
 def power_iteration(op: HessianOperator, max_iter: int, seed: int) -> list[float]:
@@ -127,8 +136,8 @@ def eigsh_top(op: HessianOperator, tol: float, seed: int) -> tuple[float, int]:
     return float(value), op.hvps - start
 
 
-def convergence(name: str, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, power_cap: int) -> None:
-    """Print HVPs to relative 1e-3 on the top eigenvalue: Lanczos vs power iteration (and eigsh)."""
+def convergence(name: str, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, power_cap: int) -> dict[str, float | None]:
+    """Print HVPs to relative 1e-3 on the top eigenvalue: Lanczos vs power iteration (and eigsh); return the counts."""
     op = HessianOperator(model, x, y, batch_size=BATCH)
     ref = hessian_eigenvalues(op, 1, tol=1e-6, max_iter=300, seed=99)
     top = ref.top[0]
@@ -150,6 +159,8 @@ def convergence(name: str, model: torch.nn.Module, x: torch.Tensor, y: torch.Ten
     value, n = eigsh_top(op, TOL, seed=1)
     print(f"  scipy eigsh (ARPACK, k=1, tol 1e-3): {n} HVPs, error {abs(value - top) / abs(top):.1e} (top only)",
           flush=True)
+    return {"top_eigenvalue": top, "lanczos_hvps": lz, "power_hvps": pw, "eigsh_hvps": n,
+            "lanczos_over_power": lz / pw if lz and pw else None}
 
 
 def train(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, lr: float) -> None:
@@ -181,26 +192,59 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), CPU", flush=True)
     torch.manual_seed(0)
     repeats = 1 if args.quick else 3
+    measured: dict[str, tuple[dict[str, float], dict[str, float | None] | None]] = {}
 
     if not args.skip_digits:
         ds = load_dataset("digits")
         cnn = create_model("digits_cnn")
         train(cnn, ds.x_train, ds.y_train, epochs=2 if args.quick else 5, lr=0.05)
         label = f"digits CNN ({len(ds.x_train)} samples)"
-        hvp_cost(label, cnn, ds.x_train, ds.y_train, repeats)
-        if not args.skip_convergence:
-            convergence(label, cnn, ds.x_train, ds.y_train, args.power_cap)
+        cost = hvp_cost(label, cnn, ds.x_train, ds.y_train, repeats)
+        conv = None if args.skip_convergence else convergence(label, cnn, ds.x_train, ds.y_train, args.power_cap)
+        measured["digits_cnn"] = (cost, conv)
 
     if not args.skip_resnet:
         syn = load_dataset("synthetic", input_shape=(3, 32, 32), train_size=max(args.samples, conv_samples), test_size=1)
         r20 = create_model("resnet20")
         train(r20, syn.x_train[: args.samples], syn.y_train[: args.samples], epochs=1, lr=0.02)
         x, y = syn.x_train[: args.samples], syn.y_train[: args.samples]
-        hvp_cost(f"ResNet-20 ({args.samples} synthetic 32x32)", r20, x, y, repeats)
+        cost = hvp_cost(f"ResNet-20 ({args.samples} synthetic 32x32)", r20, x, y, repeats)
+        conv = None
         if not args.skip_convergence:
-            convergence(f"ResNet-20 ({conv_samples} synthetic 32x32)", r20, syn.x_train[:conv_samples],
-                        syn.y_train[:conv_samples], args.power_cap)
+            conv = convergence(f"ResNet-20 ({conv_samples} synthetic 32x32)", r20, syn.x_train[:conv_samples],
+                               syn.y_train[:conv_samples], args.power_cap)
+        measured["resnet20"] = (cost, conv)
+    print("RESULT " + json.dumps(result_line(measured)))
 
+
+def result_line(measured: dict[str, tuple[dict[str, float], dict[str, float | None] | None]]) -> dict:
+    """The machine-readable summary (benchmarks/README.md): HVP/gradient ratios, HVP counts, the two targets."""
+    keys = {"double backward": "double_backward", DEFAULT_HVP: "double_backward_kept",
+            "forward-over-reverse": "forward_over_reverse"}
+    figures: dict[str, float | None] = {}
+    ratios: dict[str, float] = {}
+    targets = []
+    summary = []
+    for model, (cost, conv) in measured.items():
+        ratios.update({f"{model}_hvp_over_gradient_{keys[label]}": value for label, value in cost.items()})
+        default = cost[DEFAULT_HVP]
+        targets.append({"name": f"{model}: one HVP vs one gradient", "value": default, "op": "<=", "target": HVP_TARGET,
+                        "met": default <= HVP_TARGET})
+        summary.append(f"{model}: HVP {default:.2f}x a gradient")
+        if conv is None:
+            continue
+        figures.update({f"{model}_{k}": v for k, v in conv.items() if k != "lanczos_over_power"})
+        value = conv["lanczos_over_power"]
+        if value is not None:
+            ratios[f"{model}_lanczos_over_power_hvps"] = value
+        # power iteration that never got there (None) loses to a Lanczos run that did
+        met = (value is not None and value <= LANCZOS_TARGET) or (conv["lanczos_hvps"] is not None and conv["power_hvps"] is None)
+        targets.append({"name": f"{model}: HVPs to 1e-3, Lanczos vs power iteration", "value": value, "op": "<=",
+                        "target": LANCZOS_TARGET, "met": bool(met)})
+        power = conv["power_hvps"] if conv["power_hvps"] is not None else "no (never within 1e-3)"
+        summary[-1] += f", Lanczos {conv['lanczos_hvps']} vs power {power} HVPs"
+    return {"benchmark": "hessian_throughput", "summary": "; ".join(summary), "figures": figures, "ratios": ratios,
+            "targets": targets, "passed": all(t["met"] for t in targets) if targets else None}
 
 if __name__ == "__main__":
     main()

@@ -11,12 +11,15 @@ Targets on a 2-core CPU machine: digits CNN ours >= 5x reference; ResNet-20 on 2
 samples ours >= 0.9x the bound; 2 MPI ranks >= 1.7x one rank.
 
 Usage: python benchmarks/landscape_throughput.py [--quick] [--skip-mpi]
+
+The last line printed is ``RESULT {json}`` (see benchmarks/README.md).
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import json
 import os
 import re
 import subprocess
@@ -149,15 +152,42 @@ def main() -> None:
 
     ds = load_dataset("digits")
     cnn = create_model("digits_cnn")
-    case("digits CNN (1437 train + 360 test)", cnn, EvalData(ds.x_train, ds.y_train, ds.x_test, ds.y_test),
-         16 if args.quick else 64, 256, with_ref=True)
+    digits = case("digits CNN (1437 train + 360 test)", cnn, EvalData(ds.x_train, ds.y_train, ds.x_test, ds.y_test),
+                  16 if args.quick else 64, 256, with_ref=True)
 
     syn = load_dataset("synthetic", input_shape=(3, 32, 32), train_size=2048, test_size=1)
     r20 = create_model("resnet20")
-    case("ResNet-20 (2048 synthetic 32x32)", r20, EvalData(syn.x_train, syn.y_train), 2 if args.quick else 6, 256, with_ref=False)
+    resnet = case("ResNet-20 (2048 synthetic 32x32)", r20, EvalData(syn.x_train, syn.y_train), 2 if args.quick else 6, 256,
+                  with_ref=False)
 
-    if not args.skip_mpi:
-        mpi_scaling(7 if args.quick else 13)
+    rates = None if args.skip_mpi else mpi_scaling(7 if args.quick else 13)
+    print("RESULT " + json.dumps(result_line(digits, resnet, rates)))
+
+
+def result_line(digits: dict, resnet: dict, rates: tuple[float, float] | None) -> dict:
+    """The machine-readable summary (benchmarks/README.md): points/s, the three ratios and their targets."""
+    ratios = {
+        "digits_ours_over_reference": digits["ours"] / digits["reference"],
+        "digits_ours_over_bound": digits["ours"] / digits["bound"],
+        "resnet20_ours_over_bound": resnet["ours"] / resnet["bound"],
+    }
+    figures = {f"digits_{k}_pt_s": v for k, v in digits.items()} | {f"resnet20_{k}_pt_s": v for k, v in resnet.items()}
+    targets = [
+        {"name": "digits CNN: ours vs research-style loop", "value": ratios["digits_ours_over_reference"], "op": ">=",
+         "target": 5.0},
+        {"name": "ResNet-20: ours vs forward-only bound", "value": ratios["resnet20_ours_over_bound"], "op": ">=", "target": 0.9},
+    ]
+    summary = f"digits CNN {digits['ours']:.1f} pt/s, ResNet-20 {resnet['ours']:.2f} pt/s"
+    if rates is not None:
+        figures.update(mpi_1_rank_pt_s=rates[0], mpi_2_ranks_pt_s=rates[1])
+        ratios["mpi_2_ranks_over_1"] = rates[1] / rates[0]
+        targets.append({"name": "digits scan, 2 MPI ranks vs 1", "value": ratios["mpi_2_ranks_over_1"], "op": ">=",
+                        "target": 1.7})
+        summary += f", scan on 2 ranks {rates[1]:.1f} pt/s"
+    for t in targets:
+        t["met"] = t["value"] >= t["target"]
+    return {"benchmark": "landscape_throughput", "summary": summary, "figures": figures, "ratios": ratios, "targets": targets,
+            "passed": all(t["met"] for t in targets)}
 
 
 if __name__ == "__main__":

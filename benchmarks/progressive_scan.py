@@ -20,6 +20,7 @@ compute time of 64 points.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import subprocess
@@ -153,15 +154,28 @@ def main() -> None:
     (wall, cpu) = times["full"]
     print(f"full scan: {wall:.1f} s wall, {cpu:.1f} s CPU (all processes; the CPU time does not count waiting for "
           f"a core on a shared machine)", flush=True)
+    figures: dict[str, float] = {"grid": n, "full_scan_wall_s": wall, "full_scan_cpu_s": cpu}
+    targets = []
     for name, level in (("1/8", 3), ("1/4", 2)):
         share = level_points((n, n), level).size / total
         target = 2.5 if level == 3 else 8.0
         w, c = times[name]
         print(f"{name}-resolution picture ({100 * share:.2f}% of the points): after {w:.1f} s wall = {100 * w / wall:.2f}%, "
               f"{c:.1f} s CPU = {100 * c / cpu:.2f}% of the full scan's (target <= {target}%)", flush=True)
+        key = name.replace("/", "_")
+        figures.update({f"picture_{key}_points_pct": 100 * share, f"picture_{key}_wall_pct": 100 * w / wall,
+                        f"picture_{key}_cpu_pct": 100 * c / cpu})
+        targets.append({"name": f"{name} picture, % of the full scan's CPU time", "value": 100 * c / cpu, "op": "<=",
+                        "target": target, "met": 100 * c / cpu <= target})
     tile_write = write_cost(n)
+    figures["tile_write_ms"] = 1e3 * tile_write
     print(f"writing a scattered 64-point tile: {1e3 * tile_write:.2f} ms, {100 * tile_write * rate / 64:.2f}% of "
           f"computing its 64 points ({64 / rate:.2f} s)", flush=True)
+    result = {"benchmark": "progressive_scan", "figures": figures, "targets": targets,
+              "summary": f"{n}x{n}: 1/8 picture at {figures['picture_1_8_cpu_pct']:.2f}%, 1/4 at "
+                         f"{figures['picture_1_4_cpu_pct']:.2f}% of the full scan (CPU time)",
+              "passed": all(t["met"] for t in targets)}
+    print("RESULT " + json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":

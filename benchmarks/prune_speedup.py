@@ -12,6 +12,8 @@ printed with the table, because a speed-up only means something next to them.
 
 Targets (CPU, one thread, batch 32): VGG-16-A >= 1.4x, ResNet-110-B >= 1.2x, and no pruned model slower
 than its original at any batch size. ``--strict`` exits with 1 when a target is missed.
+
+The last line printed is ``RESULT {json}`` (see benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -177,7 +179,28 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps({"environment": env, "results": rows, "missed": missed}, indent=1) + "\n")
         print(f"results: {args.json}")
+    print("RESULT " + json.dumps(result_line(rows, judged, env, on_target_setup)))
     return 1 if (args.strict and missed) else 0
+
+
+def result_line(rows: list[dict], judged: list[dict], env: dict, on_target_setup: bool) -> dict:
+    """The machine-readable summary (benchmarks/README.md): measured speed-ups beside FLOP ratios, and the targets."""
+    ratios = {f"{r['preset']}_batch{r['batch']}_speedup": r["speedup"] for r in judged}
+    ratios.update({f"{r['preset']}_flop_ratio": r["flop_ratio"] for r in judged})
+    figures = {f"{r['preset']}_batch{r['batch']}_{side}_ms": r[f"{side}_ms"] for r in judged for side in ("original", "pruned")}
+    figures.update(device=env["device"], threads=env["threads"])
+    slowest = min(rows, key=lambda r: r["speedup"])
+    targets = [{"name": "no pruned model slower than its original (every batch size and layout)", "value": slowest["speedup"],
+                "op": ">=", "target": 1.0, "met": slowest["speedup"] >= 1.0}]
+    if on_target_setup:
+        for r in judged:
+            if r["preset"] in TARGETS and r["batch"] == TARGET_BATCH:
+                targets.append({"name": f"{r['preset']} at batch {TARGET_BATCH} (CPU, 1 thread)", "value": r["speedup"],
+                                "op": ">=", "target": TARGETS[r["preset"]], "met": r["speedup"] >= TARGETS[r["preset"]]})
+    summary = ", ".join(f"{r['preset']} b{r['batch']} {r['speedup']:.2f}x (FLOPs {r['flop_ratio']:.2f}x)" for r in judged
+                        if r["batch"] == TARGET_BATCH) or f"slowest {slowest['speedup']:.2f}x"
+    return {"benchmark": "prune_speedup", "summary": f"{env['device']}: {summary}", "figures": figures, "ratios": ratios,
+            "targets": targets, "passed": all(t["met"] for t in targets)}
 
 
 if __name__ == "__main__":

@@ -12,12 +12,15 @@ elementwise kernels and random draws are a visible fraction of the step; on conv
 
 Usage: python benchmarks/quant_overhead.py [--models resnet20 vgg9] [--batch 64] [--steps 5] [--rounds 5]
                                            [--device auto] [--threads 1] [--bits 1] [--adam] [--quick]
+
+The last line printed is ``RESULT {json}`` (see benchmarks/README.md).
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import json
 import sys
 import time
 from pathlib import Path
@@ -115,9 +118,16 @@ def main() -> int:
     print(f"device {device}, torch threads {torch.get_num_threads()}, batch {args.batch}, {args.bits} bit, "
           f"{args.rounds} rounds x {args.steps} steps", flush=True)
     worst = 0.0
+    ratios: dict[str, float] = {}
+    figures: dict[str, float | str] = {"device": str(device), "batch": args.batch, "bits": args.bits}
     for name in args.models:
         result = bench_model(name, args, device)
         fp = result["FP (torch)"]
+        for label, sec in result.items():
+            key = label.lower().replace(" (", "_").replace(")", "").replace("-", "_").replace(" ", "_")
+            figures[f"{name}_{key}_ms"] = 1000 * sec
+            if label != "FP (torch)":
+                ratios[f"{name}_{key}_over_fp"] = sec / fp
         print(f"\n{name}")
         print(f"  {'variant':<12} {'ms/step':>9} {'vs FP':>7}")
         for label, sec in result.items():
@@ -127,6 +137,10 @@ def main() -> int:
             print(f"  {label:<12} {1000 * sec:>9.2f} {ratio:>6.2f}x")
     verdict = "met" if worst <= TARGET else "NOT met"
     print(f"\nworst BC/SR step time vs FP: {worst:.2f}x (target <= {TARGET}x: {verdict})")
+    target = {"name": "worst BC/SR training step vs FP", "value": worst, "op": "<=", "target": TARGET, "met": worst <= TARGET}
+    result = {"benchmark": "quant_overhead", "summary": f"{', '.join(args.models)} on {device}: worst BC/SR step {worst:.2f}x FP",
+              "figures": figures, "ratios": ratios, "targets": [target], "passed": target["met"]}
+    print("RESULT " + json.dumps(result))
     return 0
 
 

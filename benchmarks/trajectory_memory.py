@@ -12,6 +12,8 @@ Target: peak memory < 1.5 GB for 300 snapshots. With ``--naive`` the same proces
 measures what the original code does (the N x P float32 matrix in memory, sklearn's PCA), for comparison.
 
 Usage: python benchmarks/trajectory_memory.py [--quick] [--snapshots N] [--max-mib M] [--naive]
+
+The last line printed is ``RESULT {json}`` (see benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -157,7 +159,20 @@ def main() -> None:
     if args.naive:
         print(f"naive (the {n} x P float32 matrix in memory + sklearn PCA): {r['naive_s']:.1f} s, peak memory "
               f"{r['naive_peak_mib']:.0f} MiB; ratios {np.round(r['naive_ratios'], 4).tolist()}")
-    if r["peak_mib"] * 2**20 >= TARGET_GB * 1e9:
+    met = r["peak_mib"] * 2**20 < TARGET_GB * 1e9
+    figures = {"snapshots": n, "parameters": r["params"], "peak_mib": r["peak_mib"], "baseline_mib": r["baseline_mib"],
+               "pca_s": r["pca_s"], "project_s": r["project_s"], "passes": r["passes"],
+               "max_principal_angle_rad": float(np.max(r["angles"])), "matrix_float64_mib": held}
+    ratios = {"peak_over_float64_matrix": r["peak_mib"] / held}
+    if args.naive:
+        figures.update(naive_s=r["naive_s"], naive_peak_mib=r["naive_peak_mib"])
+        ratios["peak_over_naive_peak"] = r["peak_mib"] / r["naive_peak_mib"]
+    result = {"benchmark": "trajectory_memory", "summary": f"{n} {MODEL} snapshots: peak {r['peak_mib']:.0f} MiB, "
+              f"PCA {r['pca_s']:.1f} s", "figures": figures, "ratios": ratios,
+              "targets": [{"name": f"peak memory, {n} snapshots (MiB)", "value": r["peak_mib"], "op": "<=",
+                           "target": TARGET_GB * 1e9 / 2**20, "met": met}], "passed": met}
+    print("RESULT " + json.dumps(result))
+    if not met:
         sys.exit(1)
 
 

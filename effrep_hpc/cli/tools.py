@@ -35,10 +35,11 @@ def cmd_models(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=1))
     else:
-        print(f"{'model':<20} {'params':>12} {'FLOPs (MACs)':>14}  input")
+        width = max(len("model"), *(len(str(r["name"])) for r in rows))
+        print(f"{'model':<{width}} {'params':>12} {'FLOPs (MACs)':>14}  input")
         for r in rows:
             shape = "x".join(str(s) for s in r["input_shape"])  # type: ignore[attr-defined]
-            print(f"{r['name']:<20} {r['params']:>12,} {r['flops']:>14,}  {shape}, {r['num_classes']} classes")
+            print(f"{r['name']:<{width}} {r['params']:>12,} {r['flops']:>14,}  {shape}, {r['num_classes']} classes")
     return 0
 
 

@@ -13,4 +13,5 @@ MODEL_NAMES: tuple[str, ...] = (
     "wrn56_2", "wrn56_4", "wrn56_8", "wrn56_2_noshort", "wrn56_4_noshort", "wrn56_8_noshort",
     "resnet18", "resnet34",
     "vgg9", "vgg16",
+    *(f"{data}_resnet{depth}{short}" for data in ("digits", "mnist1d") for depth in (20, 56, 110) for short in ("", "_noshort")),
 )

@@ -26,9 +26,14 @@ communicator, so it never matches messages of other code.
 * Without that thread level, or with ``serve_thread=False``, rank 0 serves the queue between its
   own items. A result then waits up to one rank-0 item before it is answered, so the default
   prefetch is 3 (measured: with 2, equal-length items left the worker idle a third of the time).
-* Idle waiting polls (``Iprobe`` and a sleep that grows from 20 us to 0.5 ms) instead of blocking,
-  because MPICH and Open MPI busy-spin inside blocking calls and a spinning idle rank takes a core
-  from the ranks it shares a node with.
+* Idle waiting polls (``Iprobe`` and a sleep that grows from 20 us) instead of blocking, because
+  MPICH and Open MPI busy-spin inside blocking calls and a spinning idle rank takes a core from the
+  ranks it shares a node with. The sleep grows to 0.5 ms on rank 0, on a worker with results in
+  flight (a large message moves only while its sender polls) and on one waiting for its first index,
+  but to 5 ms on a worker with nothing to do: it is idle because rank 0 is behind (or done), and 31
+  idle workers polling every 0.5 ms took more than one of two cores from rank 0's writer (32 ranks on
+  2 cores, ``benchmarks/queue_sim.py``: a tile write took 3.2 ms instead of 1.4). With prefetch a
+  busy worker's next index is already there when it finishes, so the longer sleep costs no throughput.
 * Termination: after the last result has gone through ``on_result`` on rank 0, rank 0 sends each
   worker a stop message; so ``run`` returns on every rank only once all results are delivered.
   No collective runs per item; ``run`` makes one ``allgather`` of ``len(items)`` up front, so ranks
@@ -74,6 +79,7 @@ _TAG_ERROR = 104
 
 _FIRST_SLEEP = 2e-5
 _MAX_SLEEP = 5e-4
+_IDLE_MAX_SLEEP = 5e-3  # a worker with nothing to compute and nothing in flight (see the module docstring)
 _GIL_SWITCH_S = 1e-3
 # See the module docstring for why the inline queue needs one more.
 _PREFETCH_THREADED = 2
@@ -165,9 +171,9 @@ class _Backoff:
     def reset(self) -> None:
         self._delay = 0.0
 
-    def wait(self) -> None:
+    def wait(self, cap: float = _MAX_SLEEP) -> None:
         time.sleep(self._delay)
-        self._delay = min(_MAX_SLEEP, max(_FIRST_SLEEP, 2 * self._delay))
+        self._delay = min(cap, max(_FIRST_SLEEP, 2 * self._delay))
 
 
 class _Failure:
@@ -470,13 +476,15 @@ class MPIBackend(Backend):
         # it, which it may do only after its own item; allowing a few in flight keeps this
         # worker computing meanwhile.
         in_flight: list[Any] = []
+        started = False  # the first index is on its way: wait for it with short sleeps
         while True:
             if in_flight:
                 in_flight = [req for req in in_flight if not req.test()[0]]
             if not self._comm.Iprobe(source=0, tag=MPI.ANY_TAG, status=status):
-                backoff.wait()
+                backoff.wait(_IDLE_MAX_SLEEP if started and not in_flight else _MAX_SLEEP)
                 continue
             backoff.reset()
+            started = True
             tag = status.Get_tag()
             index = self._comm.recv(source=0, tag=tag)
             if tag == _TAG_STOP:

@@ -374,6 +374,19 @@ class WriterLock:
         self.release()
 
 
+def open_for_writing(path: str | Path) -> h5py.File:
+    """Open an existing file read-write with HDF5's sieve buffer off.
+
+    With the default 64 KiB sieve buffer every small write (a tile of scattered points) reads and rewrites
+    up to 64 KiB per dataset; without it a point costs the bytes of its values (25 bytes for two metrics,
+    its checksum and its done flag), at the same speed.
+    """
+    fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
+    fapl.set_fclose_degree(h5py.h5f.CLOSE_STRONG)  # as h5py.File does: closing the file closes it on disk
+    fapl.set_sieve_buf_size(0)
+    return h5py.File(h5py.h5f.open(os.fsencode(str(path)), h5py.h5f.ACC_RDWR, fapl=fapl))
+
+
 def open_readonly(path: str | Path) -> h5py.File:
     """Open a file for reading even while a writer holds it (HDF5 flock off for readers)."""
     path = Path(path)
@@ -521,7 +534,7 @@ class ResumableWriter:
                 self.resumed = True
             else:
                 self._create(self.path, spec, extra_attrs or {})
-            self.file = h5py.File(self.path, "r+")
+            self.file = open_for_writing(self.path)
             # checksums are written in the file's metric order; files of older versions have none
             self.value_names = value_names(self.file)
             self.checksums = CHECKSUM in self.file

@@ -1,0 +1,30 @@
+"""Every shipped study file loads and passes the study's checks (each node's config built), without running."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from effrep_hpc.config import load_config
+from effrep_hpc.config.study import plan_study
+
+STUDIES = sorted((Path(__file__).resolve().parents[1] / "configs" / "studies").glob("*.yaml"))
+
+
+def test_the_papers_studies_are_shipped() -> None:
+    assert {"tiny", "skip_connections", "width", "batch_size"} <= {p.stem for p in STUDIES}
+
+
+@pytest.mark.parametrize("path", STUDIES, ids=[p.stem for p in STUDIES])
+def test_study_file_plans_every_node(path: Path) -> None:
+    cfg = load_config(path)  # raises ConfigError with every problem, as `effrep study` does before running
+    plan = plan_study(cfg)
+    s = cfg.study
+    assert plan.name == path.stem  # the file name is the study's name (its output folder)
+    assert len(s.seeds) >= 2 if path.stem == "tiny" else len(s.seeds) >= 3  # claims need >= 3 seeds
+    runs = len(s.variants) * len(s.seeds)
+    want = runs * (1 + len(s.measurements)) + len(s.pairs) * len(s.seeds)
+    assert len(plan.nodes) == want
+    # Every trained run keeps enough snapshots for its trajectory (claim d is measured in every study).
+    assert "trajectory" in s.measurements
