@@ -190,21 +190,25 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.split("."), value
 
 
+def set_dotted(data: dict[str, Any], path: list[str], value: Any) -> None:
+    """Set ``data[path[0]][path[1]]...`` to ``value`` in place, creating mappings on the way."""
+    node = data
+    for part in path[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[path[-1]] = value
+
+
 def merge_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply dotted overrides to a nested mapping (a copy is returned)."""
     import copy
 
     out = copy.deepcopy(data)
     for text in overrides:
-        path, value = parse_override(text)
-        node = out
-        for part in path[:-1]:
-            child = node.get(part)
-            if not isinstance(child, dict):
-                child = {}
-                node[part] = child
-            node = child
-        node[path[-1]] = value
+        set_dotted(out, *parse_override(text))
     return out
 
 

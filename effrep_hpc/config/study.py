@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
 
+from effrep_hpc.config.base import set_dotted
 from effrep_hpc.registry import did_you_mean
 
 Measurement = Literal["scan1d", "scan2d", "hessian", "curvature", "trajectory"]
@@ -156,15 +157,7 @@ def outputs(kind: str, run_dir: Path, pair_file: Optional[Path] = None) -> dict[
 
 def _set(data: dict[str, Any], key: str, value: Any) -> None:
     """Set dotted ``key`` in nested ``data`` to (a copy of) ``value``, creating mappings on the way."""
-    parts = key.split(".")
-    node = data
-    for part in parts[:-1]:
-        child = node.get(part)
-        if not isinstance(child, dict):
-            child = {}
-            node[part] = child
-        node = child
-    node[parts[-1]] = copy.deepcopy(value)
+    set_dotted(data, key.split("."), copy.deepcopy(value))
 
 
 def _defaults(kind: str, data: dict[str, Any]) -> dict[str, Any]:

@@ -134,29 +134,3 @@ def test_option_a_shortcut_on_1d_signals() -> None:
     model = create_model("mnist1d_resnet20")
     assert all(isinstance(m, nn.Conv1d) for _, m, _ in model.conv_bn_pairs())
     assert isinstance(model.get_submodule("layer2.0.shortcut"), PadShortcut)
-
-
-def test_small_resnets_learn_digits_a_little() -> None:
-    """Two epochs of the 20-layer net get far above chance on held-out digits (the study's base works)."""
-    datasets = pytest.importorskip("sklearn.datasets")
-    digits = datasets.load_digits()
-    x = torch.tensor(digits.data, dtype=torch.float32).view(-1, 1, 8, 8) / 16.0
-    y = torch.tensor(digits.target)
-    g = torch.Generator().manual_seed(0)
-    order = torch.randperm(len(x), generator=g)
-    train, test = order[:1200], order[1200:]
-    x = (x - x[train].mean()) / x[train].std()
-    torch.manual_seed(0)
-    model = create_model("digits_resnet20")
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    for _ in range(2):
-        model.train()
-        for batch in train[torch.randperm(len(train), generator=g)].split(64):
-            loss = nn.functional.cross_entropy(model(x[batch]), y[batch])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    model.eval()
-    with torch.no_grad():
-        acc = (model(x[test]).argmax(1) == y[test]).float().mean().item()
-    assert acc >= 0.8  # chance is 0.1; 2 epochs give ~0.89
