@@ -28,3 +28,15 @@ def test_study_file_plans_every_node(path: Path) -> None:
     assert len(plan.nodes) == want
     # Every trained run keeps enough snapshots for its trajectory (claim d is measured in every study).
     assert "trajectory" in s.measurements
+
+
+def test_a_variants_own_measurement_override_wins_for_that_variant_only() -> None:
+    tiny = STUDIES[0].parent / "tiny.yaml"
+    own = "study.variants=[{name: a, set: {train.batch_size: 32}, measure: {scan1d: {landscape.x: '-0.02:0.02:9'}}}, " \
+          "{name: b, set: {train.batch_size: 256}}]"
+    plan = plan_study(load_config(tiny, [own, "study.pairs=[]"]))
+    x = {n.variant: n.cfg.landscape.x for n in plan.nodes if n.kind == "scan1d"}
+    assert x == {"a": "-0.02:0.02:9", "b": "-1:1:5"}  # b keeps study.measure.scan1d's range
+    assert {n.cfg.landscape.x for n in plan.nodes if n.kind == "scan2d"} == {"-1:1:5"}  # a's other scans too
+    with pytest.raises(Exception, match=r"study.variants\[a\].measure.scan: unknown measurement"):
+        load_config(tiny, [own.replace("scan1d", "scan"), "study.pairs=[]"])

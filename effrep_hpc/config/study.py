@@ -21,7 +21,8 @@ variant, and `study.seeds=[0]` the study itself). The ``study:`` section::
 Each node of the study's graph runs one existing command on its own config, built in this order: the base,
 the variant's ``set`` (values replace, like ``key=value``), the measurement's defaults (``scan1d``:
 ``landscape.y=null``; ``scan2d``: ``landscape.y`` = ``landscape.x`` when null; ``interp``: ``landscape.y=null``,
-``landscape.x=-0.5:1.5:41``), ``measure.<name>``, then the keys the study fixes (:data:`FIXED`): ``train.seed``,
+``landscape.x=-0.5:1.5:41``), ``measure.<name>``, the variant's own ``measure.<name>``, then the keys the
+study fixes (:data:`FIXED`): ``train.seed``,
 ``run.out = <out>/runs/<variant>/seed<seed>`` and the output files (:func:`outputs`). A pair's interpolation
 runs on variant ``a``'s config from ``a``'s checkpoint towards ``b``'s, so both must build the same model.
 
@@ -66,6 +67,9 @@ class VariantConfig:
     name: str = ""
     set: dict[str, Any] = field(default_factory=dict)
     group: dict[str, Any] = field(default_factory=dict)
+    # this variant's own overrides per measurement, after study.measure's (e.g. a narrower scan1d range for
+    # unnormalized directions, whose scale is the weights' own, not the filters')
+    measure: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -275,6 +279,12 @@ def _plan(cfg: Any, problems: list[str]) -> StudyPlan:
             _check_keys(f"study.measure.{key}", keys, MEASURE_SECTIONS, problems)
     for v in s.variants:
         _check_keys(f"study.variants[{v.name}].set", v.set, None, problems)
+        for key, keys in (v.measure if isinstance(v.measure, dict) else {}).items():
+            if key not in MEASUREMENTS:
+                problems.append(f"study.variants[{v.name}].measure.{key}: unknown measurement"
+                                f"{did_you_mean(str(key), list(MEASUREMENTS), n=1)} (valid: {', '.join(MEASUREMENTS)})")
+            else:
+                _check_keys(f"study.variants[{v.name}].measure.{key}", keys, MEASURE_SECTIONS, problems)
     names = [v.name for v in s.variants]
     for p in s.pairs:
         for side in ("a", "b"):
@@ -301,11 +311,12 @@ def _plan(cfg: Any, problems: list[str]) -> StudyPlan:
         return plan
 
     def node(kind: str, name: str, data: dict[str, Any], seed: int, node_dir: Path, files: dict[str, Path],
-             needs: tuple[str, ...], where: str, extra: Optional[dict[str, Any]] = None) -> Optional[Node]:
+             needs: tuple[str, ...], where: str, extra: Optional[dict[str, Any]] = None,
+             own: Optional[dict[str, Any]] = None) -> Optional[Node]:
         data = copy.deepcopy(data)
         if kind != "train":
             _defaults(kind, data)
-            for key, value in (measure.get(kind) or {}).items():
+            for key, value in {**(measure.get(kind) or {}), **((own or {}).get(kind) or {})}.items():
                 _set(data, str(key), value)
         for key, value in {**_fixed(kind, node_dir, seed, files), **(extra or {})}.items():
             _set(data, key, value)
@@ -325,7 +336,8 @@ def _plan(cfg: Any, problems: list[str]) -> StudyPlan:
             stages["train"].append(train)
             for kind in s.measurements:
                 where = f"study.variants[{v.name}] with study.measure.{kind}"
-                m = node(kind, v.name, variants[v.name], seed, run_dir, outputs(kind, run_dir), (train.id,), where)
+                m = node(kind, v.name, variants[v.name], seed, run_dir, outputs(kind, run_dir), (train.id,), where,
+                         own=v.measure if isinstance(v.measure, dict) else {})
                 if m is not None:
                     stages[kind].append(m)
     for p in s.pairs:
