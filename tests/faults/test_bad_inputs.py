@@ -131,7 +131,23 @@ CASES: list[tuple[str, list[str]]] = [
 ]
 
 
-@pytest.mark.parametrize("args", [a for _, a in CASES], ids=[name for name, _ in CASES])
+# Variants of a kind the default run already covers (config checks, a second unknown name or text file, ...):
+# `make test-slow` runs them, so `make test` stays under 10 minutes; every case starts a process (~4 s).
+SLOW_CASES = {
+    "train: negative lr", "train: unknown model", "train: epochs not a number", "train: milestones decreasing",
+    "train: stray word after the config", "landscape: text file as surface", "landscape: unknown loss",
+    "landscape: 2D interpolation", "landscape: task id without array", "merge: no output given",
+    "status: missing file", "prune flops: unknown model", "prune flops: ratio out of range",
+    "prune flops: bad input shape", "prune layers: unknown model", "quant train: zero bits",
+    "quant sweep: repeated bits", "quant sweep: text file as the sweep file", "quant export: missing checkpoint",
+    "analysis: contour of a missing file",
+}
+
+
+@pytest.mark.parametrize(
+    "args",
+    [pytest.param(a, id=name, marks=[pytest.mark.slow] if name in SLOW_CASES else []) for name, a in CASES],
+)
 def test_bad_input_is_one_line_exit_2_and_changes_nothing(ws: Path, args: list[str]) -> None:
     args = [a.replace(W, str(ws)) for a in args]
     module = "effrep_hpc.cli"
@@ -148,4 +164,5 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(ws: Path, args: list[s
 
 def test_there_are_at_least_forty_distinct_bad_inputs() -> None:
     assert len({tuple(a) for _, a in CASES}) == len(CASES) >= 40
+    assert SLOW_CASES <= {name for name, _ in CASES}  # no stale name: each slow case exists
     assert {a[0].split(":")[0] for _, a in CASES} >= {"train", "landscape", "merge", "status", "prune", "quant", "analysis"}
