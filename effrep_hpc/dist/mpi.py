@@ -79,6 +79,7 @@ _TAG_ERROR = 104
 
 _FIRST_SLEEP = 2e-5
 _MAX_SLEEP = 5e-4
+_MEET_POLL_S = 0.02  # PollingWorld: a rank waiting for the others between long steps
 _IDLE_MAX_SLEEP = 5e-3  # a worker with nothing to compute and nothing in flight (see the module docstring)
 _GIL_SWITCH_S = 1e-3
 # See the module docstring for why the inline queue needs one more.
@@ -505,3 +506,44 @@ class MPIBackend(Backend):
         if len(text) > _MAX_TRACEBACK_CHARS:
             text = "...\n" + text[-_MAX_TRACEBACK_CHARS:]
         self._rcomm.send((index, text), dest=0, tag=_TAG_ERROR)
+
+
+class PollingWorld:
+    """This process among the ranks of an MPI launch (alone: rank 0 of 1), with collectives whose waits poll instead of spin.
+
+    For a job whose ranks meet now and then between long, uneven steps (`effrep study`): an idle rank polls
+    every 20 ms instead of taking a core inside a blocking MPI call.
+    """
+
+    def __init__(self) -> None:
+        world = launched_world()
+        self.comm = world.Dup() if world is not None else None
+        self.rank = int(self.comm.Get_rank()) if self.comm is not None else 0
+        self.size = int(self.comm.Get_size()) if self.comm is not None else 1
+
+    def _meet(self) -> None:
+        """Wait for every rank, polling (MPI implementations busy-spin inside blocking calls)."""
+        assert self.comm is not None
+        request = self.comm.Ibarrier()
+        while not request.Test():
+            time.sleep(_MEET_POLL_S)
+
+    def gather(self, obj: Any) -> list[Any]:
+        """Every rank's ``obj`` in rank order, on every rank."""
+        if self.comm is None:
+            return [obj]
+        self._meet()
+        return list(self.comm.allgather(obj))
+
+    def bcast(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` on every rank."""
+        if self.comm is None:
+            return obj
+        self._meet()
+        return self.comm.bcast(obj, root=0)
+
+    def close(self) -> None:
+        """Free the duplicated communicator."""
+        if self.comm is not None:
+            self.comm.Free()
+            self.comm = None

@@ -40,54 +40,15 @@ from typing import Any, Callable, Optional
 from effrep_hpc.config import Config, to_yaml
 from effrep_hpc.config.base import to_dict
 from effrep_hpc.config.study import FIXED, Node, StudyPlan, plan_study
+from effrep_hpc.dist.mpi import PollingWorld as World
 from effrep_hpc.errors import JobError, describe
 
 SCHEMA_VERSION = 1
 MANIFEST = "study.json"
-POLL_S = 0.02
 
 
 # ----------------------------------------------------------------------------------------------
 # The processes of the launch
-
-
-class World:
-    """This process among the ranks of an MPI launch (alone: rank 0 of 1), with waits that do not spin."""
-
-    def __init__(self) -> None:
-        from effrep_hpc.dist.mpi import launched_world
-
-        world = launched_world()
-        self.comm = world.Dup() if world is not None else None
-        self.rank = int(self.comm.Get_rank()) if self.comm is not None else 0
-        self.size = int(self.comm.Get_size()) if self.comm is not None else 1
-
-    def _meet(self) -> None:
-        """Wait for every rank, polling (MPI implementations busy-spin inside blocking calls)."""
-        assert self.comm is not None
-        request = self.comm.Ibarrier()
-        while not request.Test():
-            time.sleep(POLL_S)
-
-    def gather(self, obj: Any) -> list[Any]:
-        """Every rank's ``obj`` in rank order, on every rank."""
-        if self.comm is None:
-            return [obj]
-        self._meet()
-        return list(self.comm.allgather(obj))
-
-    def bcast(self, obj: Any) -> Any:
-        """Rank 0's ``obj`` on every rank."""
-        if self.comm is None:
-            return obj
-        self._meet()
-        return self.comm.bcast(obj, root=0)
-
-    def close(self) -> None:
-        """Free the duplicated communicator."""
-        if self.comm is not None:
-            self.comm.Free()
-            self.comm = None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -116,13 +77,11 @@ def complete(node: Node) -> bool:
             return read_point(node.outputs["hessian"]) is not None
         except ValueError:
             return False
-    from effrep_hpc.store.surface import read_surface
+    from effrep_hpc.store.surface import all_done
 
     path = node.outputs["surface"]
-    if not path.is_file():
-        return False
     try:
-        return bool(read_surface(path)["done"].all())
+        return path.is_file() and all_done(path)
     except (OSError, ValueError, KeyError):
         return False
 

@@ -199,6 +199,14 @@ def read_surface(path: str | Path) -> dict[str, Any]:
     return out
 
 
+def all_done(path: str | Path) -> bool:
+    """True when every point of the surface file ``path`` is done (reads the done mask only)."""
+    with open_readonly(path) as f:
+        if read_attr(f, "kind") != KIND:
+            raise ValueError(f"{path} is not a surface file (kind={read_attr(f, 'kind')!r})")
+        return bool(f["done"][()].all())
+
+
 def spec_from_file(f: h5py.File) -> SurfaceSpec:
     """The spec (grid, metrics, hashes, directions, attributes) of an open surface file."""
     directions: dict[str, dict[str, np.ndarray]] = {}
