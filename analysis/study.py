@@ -311,7 +311,8 @@ def study_table(study: Study, metric: str = "train_loss") -> list[Row]:
                 data = _hessian(path)
                 top = data.get("top_eigenvalues") or [None]
                 row.top_eigenvalue.add(seed, _number(top[0]))
-                row.trace.add(seed, _number(data.get("trace")))
+                if data.get("trace_probes", 1):  # hessian.trace_probes=0: no trace was estimated (stored as 0)
+                    row.trace.add(seed, _number(data.get("trace")))
             path = study.output(variant.name, seed, "scan1d", "surface")
             if path is not None:
                 surface = _line(load_surface(path), "scan1d")

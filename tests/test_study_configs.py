@@ -13,7 +13,7 @@ STUDIES = sorted((Path(__file__).resolve().parents[1] / "configs" / "studies").g
 
 
 def test_the_papers_studies_are_shipped() -> None:
-    assert {"tiny", "skip_connections", "width", "batch_size"} <= {p.stem for p in STUDIES}
+    assert {"tiny", "skip_connections", "width", "batch_size", "prune_vs_scratch", "bc_vs_sr"} <= {p.stem for p in STUDIES}
 
 
 @pytest.mark.parametrize("path", STUDIES, ids=[p.stem for p in STUDIES])
@@ -24,7 +24,8 @@ def test_study_file_plans_every_node(path: Path) -> None:
     assert plan.name == path.stem  # the file name is the study's name (its output folder)
     assert len(s.seeds) >= 2 if path.stem == "tiny" else len(s.seeds) >= 3  # claims need >= 3 seeds
     runs = len(s.variants) * len(s.seeds)
-    want = runs * (1 + len(s.measurements)) + len(s.pairs) * len(s.seeds)
+    skipped = sum(len(v.skip) for v in s.variants) * len(s.seeds)  # a pruned-and-retrained run keeps no path
+    want = runs * (1 + len(s.measurements)) - skipped + len(s.pairs) * len(s.seeds)
     assert len(plan.nodes) == want
     # Every trained run keeps enough snapshots for its trajectory (claim d is measured in every study).
     assert "trajectory" in s.measurements

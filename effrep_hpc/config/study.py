@@ -49,12 +49,18 @@ MEASURED = (*MEASUREMENTS, "interp")  # what ``measure:`` may name
 # Nodes run by one process each (under MPI: different runs on different ranks at once); the others share
 # their grid over every rank.
 SINGLE = ("train", "hessian")
+# How a variant's run is trained (its ``train`` node runs that command; the measurements start from its result):
+# ``train`` (`effrep train`), ``quant`` (`effrep quant train`: quant.algorithm, e.g. bc or sr), ``prune`` (`effrep
+# prune retrain` of variant ``source``'s trained checkpoint, same seed: prune.* decides how much and how long) and
+# ``scratch`` (`effrep prune scratch`: the pruned architecture of prune.* trained from random weights with train.*).
+TRAINERS: tuple[str, ...] = ("train", "quant", "prune", "scratch")
 # What a measurement may change: how it measures, not what was trained.
 MEASURE_SECTIONS = ("landscape", "hessian", "trajectory", "run", "dist")
 # Keys the study sets itself (per seed, and every output's file); a variant or a measurement may not.
 FIXED = (
     "run.out", "train.seed", "landscape.checkpoint", "landscape.surface", "landscape.target", "landscape.plane",
     "hessian.out", "hessian.map", "trajectory.surface", "trajectory.direction_file", "trajectory.snapshots",
+    "prune.checkpoint", "prune.out",
 )
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 INTERP_X = "-0.5:1.5:41"
@@ -70,6 +76,9 @@ class VariantConfig:
     # this variant's own overrides per measurement, after study.measure's (e.g. a narrower scan1d range for
     # unnormalized directions, whose scale is the weights' own, not the filters')
     measure: dict[str, Any] = field(default_factory=dict)
+    trainer: str = "train"  # one of TRAINERS: how the run is trained
+    source: str = ""  # trainer=prune: the variant whose trained checkpoint (same seed) is pruned and retrained
+    skip: list[str] = field(default_factory=list)  # measurements of study.measurements not taken of this variant
 
 
 @dataclass
@@ -110,6 +119,7 @@ class Node:
     cfg: Any  # the node's Config
     outputs: dict[str, Path]  # label -> file (as the runner writes it)
     needs: tuple[str, ...] = ()  # ids of the nodes that must be done first
+    trainer: str = "train"  # a train node: which command trains it (TRAINERS)
 
     @property
     def id(self) -> str:
@@ -147,10 +157,14 @@ def study_out(cfg: Any) -> Path:
     return Path(s.out) if s.out else Path("runs/studies") / (s.name or "unnamed")
 
 
-def outputs(kind: str, run_dir: Path, pair_file: Optional[Path] = None) -> dict[str, Path]:
-    """The files a node of ``kind`` writes (the manifest's ``outputs``)."""
+def outputs(kind: str, run_dir: Path, pair_file: Optional[Path] = None, trainer: str = "train") -> dict[str, Path]:
+    """The files a node of ``kind`` writes (the manifest's ``outputs``; a train node's ``checkpoint`` is the model
+    its measurements start from, ``metrics`` its training curves)."""
     if kind == "train":
-        return {"checkpoint": run_dir / "checkpoint.pt", "metrics": run_dir / "metrics.h5"}
+        folder = {"train": run_dir, "quant": run_dir, "prune": run_dir / "pruned", "scratch": run_dir / "pruned" / "scratch"}
+        name = {"quant": "quant_checkpoint.pt", "prune": "retrained.pt"}.get(trainer, "checkpoint.pt")
+        files = {"checkpoint": folder[trainer] / name, "metrics": folder[trainer] / "metrics.h5"}
+        return {**files, "summary": run_dir / "pruned" / "summary.json"} if trainer in ("prune", "scratch") else files
     if kind == "hessian":
         return {"hessian": run_dir / "hessian.json"}
     if kind == "interp":
@@ -176,13 +190,26 @@ def _defaults(kind: str, data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-def _fixed(kind: str, node_dir: Path, seed: int, files: dict[str, Path]) -> dict[str, Any]:
-    """The keys the study sets on a node of ``kind`` (see FIXED)."""
+def weights_dir(trained: dict[str, Path], trainer: str) -> Optional[Path]:
+    """Where a train node of ``trainer`` keeps its ``train.keep_every`` snapshots (None: retraining keeps none)."""
+    return None if trainer == "prune" else trained["checkpoint"].parent / "weights"
+
+
+def _fixed(kind: str, node_dir: Path, seed: int, files: dict[str, Path], trained: dict[str, Path],
+           trainer: str) -> dict[str, Any]:
+    """The keys the study sets on a node of ``kind`` (see FIXED); ``trained``: the outputs of the run's train node."""
     keys: dict[str, Any] = {
         "run.out": str(node_dir), "train.seed": seed, "landscape.checkpoint": None, "landscape.target": None,
         "landscape.plane": None, "landscape.surface": None, "hessian.out": None, "hessian.map": None,
         "trajectory.surface": None, "trajectory.direction_file": None, "trajectory.snapshots": None,
+        "prune.checkpoint": None, "prune.out": None,
     }
+    if kind == "train" and trainer in ("prune", "scratch"):
+        keys["prune.out"] = str(node_dir / "pruned")
+    if kind != "train" and kind != "interp":
+        keys["landscape.checkpoint"] = str(trained["checkpoint"])  # the trained model, whichever command made it
+        snapshots = weights_dir(trained, trainer)
+        keys["trajectory.snapshots"] = None if snapshots is None else str(snapshots)
     if kind in SINGLE:
         keys["dist.backend"] = "serial"  # one process: never a pool, whatever launched the study
     if kind in ("scan1d", "scan2d", "interp"):
@@ -249,6 +276,35 @@ def _names(where: str, names: list[str], problems: list[str]) -> None:
         seen.add(name)
 
 
+def _check_trainers(variants: list[VariantConfig], measurements: list[str], problems: list[str]) -> None:
+    """Each variant's ``trainer``, ``source`` and ``skip``: known values, a source that trains, snapshots for trajectories."""
+    names = {v.name: v for v in variants}
+    for v in variants:
+        where = f"study.variants[{v.name}]"
+        if v.trainer not in TRAINERS:
+            problems.append(f"{where}.trainer: unknown trainer {v.trainer!r}{did_you_mean(v.trainer, list(TRAINERS), n=1)} "
+                            f"(valid: {', '.join(TRAINERS)})")
+        if v.trainer == "prune":
+            source = names.get(v.source)
+            if source is None:
+                valid = [n for n, w in names.items() if w.trainer != "prune"]
+                problems.append(f"{where}.source: trainer=prune needs the variant whose trained run it prunes; "
+                                f"{v.source or 'none'!r} is not one{did_you_mean(v.source, valid, n=1)} "
+                                f"(valid: {', '.join(valid)})")
+            elif source.trainer == "prune":
+                problems.append(f"{where}.source: {v.source} is itself pruned; prune a variant trained by train, quant "
+                                f"or scratch (use prune.iterations for repeated pruning)")
+            if "trajectory" in measurements and "trajectory" not in v.skip:
+                problems.append(f"{where}: the trajectory measurement needs snapshots, but retraining a pruned net keeps "
+                                f"none; add skip: [trajectory] to this variant")
+        elif v.source:
+            problems.append(f"{where}.source: only a trainer=prune variant has a source (this one's trainer is {v.trainer})")
+        for kind in v.skip:
+            if kind not in MEASUREMENTS:
+                problems.append(f"{where}.skip: unknown measurement {kind!r}{did_you_mean(str(kind), list(MEASUREMENTS), n=1)} "
+                                f"(valid: {', '.join(MEASUREMENTS)})")
+
+
 def _plan(cfg: Any, problems: list[str]) -> StudyPlan:
     """The study's graph; every problem found goes to ``problems`` (the plan is then incomplete)."""
     from effrep_hpc.config.base import to_dict
@@ -312,32 +368,49 @@ def _plan(cfg: Any, problems: list[str]) -> StudyPlan:
 
     def node(kind: str, name: str, data: dict[str, Any], seed: int, node_dir: Path, files: dict[str, Path],
              needs: tuple[str, ...], where: str, extra: Optional[dict[str, Any]] = None,
-             own: Optional[dict[str, Any]] = None) -> Optional[Node]:
+             own: Optional[dict[str, Any]] = None, trained: Optional[dict[str, Path]] = None,
+             trainer: str = "train") -> Optional[Node]:
         data = copy.deepcopy(data)
         if kind != "train":
             _defaults(kind, data)
             for key, value in {**(measure.get(kind) or {}), **((own or {}).get(kind) or {})}.items():
                 _set(data, str(key), value)
-        for key, value in {**_fixed(kind, node_dir, seed, files), **(extra or {})}.items():
+        fixed = _fixed(kind, node_dir, seed, files, trained or files, trainer)
+        for key, value in {**fixed, **(extra or {})}.items():
             _set(data, key, value)
         built = make(data, where)
-        return None if built is None else Node(kind, name, seed, built, files, needs)
+        return None if built is None else Node(kind, name, seed, built, files, needs, trainer if kind == "train" else "train")
 
-    stages: dict[str, list[Node]] = {kind: [] for kind in NODE_KINDS}
+    before = len(problems)
+    _check_trainers(s.variants, list(s.measurements), problems)
+    if len(problems) > before:
+        return plan
+    stages: dict[str, list[Node]] = {kind: [] for kind in (*NODE_KINDS, "prune")}
     trains: dict[tuple[str, int], Node] = {}
-    for v in s.variants:
+    # variants pruned from another variant's run train after all the others (their own stage: SLURM arrays wait)
+    for v in sorted(s.variants, key=lambda v: v.trainer == "prune"):
         for seed in s.seeds:
             run_dir = plan.run_dir(v.name, seed)
-            train = node("train", v.name, variants[v.name], seed, run_dir, outputs("train", run_dir), (),
-                         f"study.variants[{v.name}]")
+            files = outputs("train", run_dir, trainer=v.trainer)
+            needs: tuple[str, ...] = ()
+            extra: dict[str, Any] = {}
+            if v.trainer == "prune":
+                source = trains.get((v.source, seed))
+                if source is None:
+                    continue
+                needs, extra = (source.id,), {"prune.checkpoint": str(source.outputs["checkpoint"])}
+            train = node("train", v.name, variants[v.name], seed, run_dir, files, needs, f"study.variants[{v.name}]",
+                         extra, trainer=v.trainer)
             if train is None:
                 continue
             trains[v.name, seed] = train
-            stages["train"].append(train)
+            stages["prune" if v.trainer == "prune" else "train"].append(train)
             for kind in s.measurements:
+                if kind in v.skip:
+                    continue
                 where = f"study.variants[{v.name}] with study.measure.{kind}"
                 m = node(kind, v.name, variants[v.name], seed, run_dir, outputs(kind, run_dir), (train.id,), where,
-                         own=v.measure if isinstance(v.measure, dict) else {})
+                         own=v.measure if isinstance(v.measure, dict) else {}, trained=files, trainer=v.trainer)
                 if m is not None:
                     stages[kind].append(m)
     for p in s.pairs:
@@ -348,6 +421,13 @@ def _plan(cfg: Any, problems: list[str]) -> StudyPlan:
             if (a.cfg.model.name, a.cfg.model.kwargs) != (b.cfg.model.name, b.cfg.model.kwargs):
                 problems.append(f"study.pairs[{p.name}]: interpolation needs one model for a and b, but {p.a} builds "
                                 f"{a.cfg.model.name} {a.cfg.model.kwargs} and {p.b} {b.cfg.model.name} {b.cfg.model.kwargs}")
+                break
+            shapes = [(n.trainer in ("prune", "scratch"), n.cfg.prune.preset, n.cfg.prune.ratios, n.cfg.prune.round_to)
+                      if n.trainer in ("prune", "scratch") else (False,) for n in (a, b)]
+            if shapes[0] != shapes[1]:
+                problems.append(f"study.pairs[{p.name}]: interpolation needs one architecture for a and b, but "
+                                f"{p.a} ({a.trainer}) and {p.b} ({b.trainer}) have different layer widths (pruned by "
+                                f"other prune.* settings, or pruned against unpruned)")
                 break
             files = outputs("interp", out / "pairs", out / "pairs" / f"{p.name}_seed{seed}.h5")
             ends = {"landscape.checkpoint": str(a.outputs["checkpoint"]), "landscape.target": str(b.outputs["checkpoint"])}
@@ -372,7 +452,12 @@ def _plan(cfg: Any, problems: list[str]) -> StudyPlan:
     if any(n.cfg.dist.backend == "array" for kind in MEASURED for n in stages[kind]):
         problems.append("dist.backend=array: a study shares out its work itself (under MPI, or as arrays made by "
                         "`effrep submit study`); use dist.backend=auto")
-    order = ["train", *s.measurements, "interp"]
+    for v, seed in ((v, seed) for v in s.variants if v.trainer == "prune" for seed in s.seeds[:1]):
+        a, b = trains.get((v.source, seed)), trains.get((v.name, seed))
+        if a is not None and b is not None and a.cfg.model.name != b.cfg.model.name:
+            problems.append(f"study.variants[{v.name}]: prunes {v.source}'s {a.cfg.model.name} but builds "
+                            f"{b.cfg.model.name}; a pruned variant keeps its source's model.name")
+    order = ["train", "prune", *s.measurements, "interp"]
     plan.stages = [(kind, stages[kind]) for kind in order if stages[kind]]
     ids = [n.id for n in plan.nodes]
     for wanted in s.nodes:
@@ -418,7 +503,8 @@ def submission_stages(cfg: Any, config_path: str) -> list[tuple[str, list[tuple[
     stages: list[tuple[str, list[tuple[list[str], list[str]]], tuple[str, ...]]] = []
     for kind, nodes in plan.stages:
         tasks = [(["study", config_path, f"study.nodes=[{n.id}]"], [str(p) for p in n.outputs.values()]) for n in nodes]
-        stages.append((kind, tasks, () if kind == "train" else ("train",)))
+        trained = tuple(k for k, _ in plan.stages if k in ("train", "prune"))  # a pruned run waits for its source's
+        stages.append((kind, tasks, () if kind == "train" else tuple(k for k in trained if k != kind)))
     final = (["study", config_path], [str(plan.out / "study.json")])
     stages.append(("finish", [final], tuple(kind for kind, _ in plan.stages)))
     return stages

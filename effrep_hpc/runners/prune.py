@@ -142,7 +142,6 @@ def run_scratch(cfg: Config, *, overwrite: bool = False) -> PruneOutputs:
     arch.pop("num_classes", None)
     result = run_train(dataclasses.replace(
         cfg, model=dataclasses.replace(cfg.model, kwargs=arch), run=dataclasses.replace(cfg.run, out=str(out / "scratch")),
-        train=dataclasses.replace(cfg.train, keep_every=0),
     ), overwrite=overwrite)
     device = common.setup_runtime(cfg.run, local_rank())
     model = rebuild_model(load_checkpoint(result.checkpoint), result.checkpoint).to(device)

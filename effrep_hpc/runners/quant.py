@@ -58,11 +58,12 @@ def execute_run(cfg: Config, dataset: Any, device: torch.device, checkpoint: Opt
 def run_quant_train(cfg: Config, *, overwrite: bool = False) -> TrainOutputs:
     """Train (or resume) the single run that ``cfg`` describes into ``run.out``."""
     device = setup_runtime(cfg.run)
-    ckpt, metrics = Path(cfg.run.out) / "quant_checkpoint.pt", Path(cfg.run.out) / "metrics.h5"
-    run, _ = train_run(cfg, dataset_from_config(cfg, device), ckpt, metrics=metrics, overwrite=overwrite,
+    ckpt, metrics, weights = (Path(cfg.run.out) / name for name in ("quant_checkpoint.pt", "metrics.h5", "weights"))
+    run, _ = train_run(cfg, dataset_from_config(cfg, device), ckpt, metrics=metrics, weights=weights, overwrite=overwrite,
                        desc=f"quant {cfg.quant.algorithm} {cfg.model.name}")
     final = run.curves[-1] if run.curves else {}
-    return TrainOutputs(checkpoint=ckpt, metrics=metrics, final=final, label=f"{cfg.quant.algorithm} {cfg.quant.bits} bit, ")
+    return TrainOutputs(checkpoint=ckpt, metrics=metrics, final=final, label=f"{cfg.quant.algorithm} {cfg.quant.bits} bit, ",
+                        weights_dir=weights)
 
 
 @dataclass

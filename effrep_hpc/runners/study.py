@@ -86,8 +86,19 @@ def complete(node: Node) -> bool:
         return False
 
 
-def _runner(kind: str) -> Callable[..., Any]:
-    """The runner function of a node kind (imported here: they need torch)."""
+def _runner(node: Node) -> Callable[..., Any]:
+    """The runner function of a node (imported here: they need torch); a train node's is its variant's trainer's."""
+    kind = node.kind
+    if kind == "train" and node.trainer == "quant":
+        from effrep_hpc.runners.quant import run_quant_train
+
+        return run_quant_train
+    if kind == "train" and node.trainer in ("prune", "scratch"):
+        from functools import partial
+
+        from effrep_hpc.runners.prune import run_prune, run_scratch
+
+        return partial(run_prune, retrain=True) if node.trainer == "prune" else run_scratch
     if kind == "train":
         from effrep_hpc.runners.train import run_train
 
@@ -127,7 +138,7 @@ def run_node(node: Node, *, overwrite: bool, check: bool = True) -> Outcome:
 
     began = time.perf_counter()
     try:
-        _runner(node.kind)(node.cfg, overwrite=overwrite)
+        _runner(node)(node.cfg, overwrite=overwrite)
     except KeyboardInterrupt:
         raise
     except Exception as exc:
