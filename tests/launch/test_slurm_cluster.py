@@ -202,3 +202,39 @@ def test_mpi_sbatch_template_requeues_on_usr2_and_resumes(trained: Path, referen
     computed = [int(n) for n in re.findall(r"computed (\d+) point\(s\) .* on 2 mpi worker", log)]
     assert len(computed) == 1 and computed[0] < 30  # the rerun skipped what the first run had written
     assert_same_surface(surface, reference)
+
+
+# slow (~2 min, most of it SLURM scheduling): a study as dependent arrays (tests/runners/test_study.py runs the
+# same graph through submitit's local executor in `make test-slow`, and in-process in the default run).
+@pytest.mark.slow
+def test_a_study_runs_as_dependent_arrays_and_gives_the_in_process_table(tmp_path: Path) -> None:
+    import json
+
+    from tests.runners.test_study import in_process, results
+
+    study = str(ROOT / "configs/studies/prune_vs_scratch.yaml")
+    small = ["study.seeds=[0]", "train.epochs=2", "train.keep_every=1", "data.train_size=128", "prune.retrain_epochs=1",
+             "landscape.train_size=32", "hessian.train_size=32", "hessian.max_iter=3", "hessian.trace_probes=2",
+             "study.variants=[{name: r}, {name: p, trainer: prune, source: r, skip: [trajectory]}, {name: s, trainer: scratch}]",
+             "study.measurements=[scan1d, hessian, trajectory]", "study.pairs=[{name: ps, a: p, b: s}]",
+             "study.measure={scan1d: {landscape.x: '-1:1:3'}, trajectory: {landscape.x: '-1:1:3', landscape.y: '-1:1:3'}, "
+             "interp: {landscape.x: '0:1:3', landscape.bn: recompute}}", "model.name=digits_resnet20",
+             "prune.ratios={layer1.0.conv1: 0.5, layer2.1.conv1: 0.5}"]
+    code, _, stderr = in_process(["study", study, f"study.out={tmp_path / 'here'}", *small])
+    assert code == 0, stderr
+    plan = plan_submission(["study"], study, [f"study.out={tmp_path / 'slurm'}", *small], cluster="local",
+                           folder=str(tmp_path / "logs"))
+    assert [s.role for s in plan.steps] == ["train", "prune", "scan1d", "hessian", "trajectory", "interp", "finish"]
+    sub = submit_plan(plan)
+    final = wait_for(sub.jobs, kind="slurm", poll_s=1, timeout_s=4 * JOB_TIMEOUT)
+    assert set(final.values()) == {"COMPLETED"}, final
+    # the retraining array started after the whole training array ended, the measurements after both (afterok)
+    times = {role: [job_info(j) for j in sub.step_ids(role)] for role in ("train", "prune", "scan1d")}
+    assert all(t for jobs in times.values() for t in jobs), "SLURM forgot the jobs before they were read"
+    ends = {role: max(t["EndTime"] for t in jobs) for role, jobs in times.items()}
+    starts = {role: min(t["StartTime"] for t in jobs) for role, jobs in times.items()}
+    assert ends["train"] <= starts["prune"] and ends["prune"] <= starts["scan1d"], (starts, ends)
+    here, there = tmp_path / "here", tmp_path / "slurm"
+    assert json.loads((there / "table.json").read_text())["rows"] == json.loads((here / "table.json").read_text())["rows"]
+    mine, expected = results(there), results(here)
+    assert mine.keys() == expected.keys() and [k for k in mine if mine[k] != expected[k]] == []
