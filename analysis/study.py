@@ -30,7 +30,8 @@ sample standard deviation (ddof = 1) over the seeds where it was measured, with 
   <= minimum + 0.1, its ends interpolated linearly between grid points. A curve that does not rise by 0.1
   before an end of the scan gives only a lower bound (the interval is cut at the scan's edge): flagged;
 - the nearly convex fraction: the share of the computed, finite points of the convexity map with
-  |lambda_min / lambda_max| < 0.1.
+  |lambda_min / lambda_max| < 0.1;
+- the path in 2 PCs: the explained variance of the trajectory's first two principal directions, in %.
 """
 
 from __future__ import annotations
@@ -264,6 +265,7 @@ class Row:
     trace: Stat = field(default_factory=Stat)
     width: Stat = field(default_factory=Stat)
     convex_fraction: Stat = field(default_factory=Stat)
+    path_in_plane: Stat = field(default_factory=Stat)
 
 
 # (attribute, column title in table.md, definition) in table order
@@ -276,6 +278,8 @@ COLUMNS = (
      "interpolated linearly; a lower bound when the loss stays below that up to an edge of the scan"),
     ("convex_fraction", f"nearly convex fraction (|λmin/λmax| < {NEARLY_CONVEX:g})",
      f"share of the computed, finite points of the convexity map with |lambda_min / lambda_max| < {NEARLY_CONVEX:g}"),
+    ("path_in_plane", "path in 2 PCs (%)",
+     "explained variance of the first two principal directions of the optimization path (effrep trajectory), in %"),
 )
 
 
@@ -296,6 +300,7 @@ def _number(value: Any) -> float | None:
 def study_table(study: Study, metric: str = "train_loss") -> list[Row]:
     """One row per variant: test error and the sharpness measures over the seeds where they were measured."""
     from analysis.metrics import last_value
+    from analysis.trajectory import load_trajectory
 
     loss = width_metric(metric)
     rows = []
@@ -323,6 +328,10 @@ def study_table(study: Study, metric: str = "train_loss") -> list[Row]:
             if path is not None:
                 share, count = convex_fraction(load_surface(path), CONVEXITY_METRIC)
                 row.convex_fraction.add(seed, share if count else None)
+            path = study.output(variant.name, seed, "trajectory", "surface")
+            if path is not None:
+                ratio = load_trajectory(path).explained_variance_ratio
+                row.path_in_plane.add(seed, 100.0 * float(ratio[:2].sum()) if ratio.size >= 2 else None)
         rows.append(row)
     return rows
 

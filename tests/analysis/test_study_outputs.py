@@ -273,7 +273,7 @@ def test_missing_measurements_are_na_not_a_crash(study_dir: Path, tmp_path: Path
     line = next(r for r in csv.DictReader((out / "table.csv").open()) if r["variant"] == "extra")
     assert line["test_error_mean"] == line["trace_std"] == "" and line["trace_n"] == "0"
     md_row = next(r for r in (out / "table.md").read_text().splitlines() if r.startswith("| extra |"))
-    assert md_row.count("n/a") == 5
+    assert md_row.count("n/a") == 6
     # the 2D grid still has a panel for every variant; the missing ones say so
     fig = contour_grid(load_study(study_dir), 0)
     texts = {ax.get_title().split("\n")[0]: [t.get_text() for t in ax.texts] for ax in fig.axes if ax.get_title()}

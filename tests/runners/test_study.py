@@ -128,6 +128,16 @@ def test_each_measurement_is_taken_at_its_own_runs_minimum(tiny: tuple[Path, str
             np.testing.assert_allclose(interp["train_loss"][int(np.argmin(np.abs(x - end)))], at, rtol=1e-4)
 
 
+def test_the_table_holds_each_paths_share_in_its_plane(tiny: tuple[Path, str]) -> None:
+    out, _ = tiny
+    rows = {r["variant"]: r["path_in_plane"] for r in json.loads((out / "table.json").read_text())["rows"]}
+    for run in manifest(out)["runs"]:
+        with h5py.File(out / run["nodes"]["trajectory"]["outputs"]["surface"], "r") as f:
+            ratio = f["trajectory"].attrs["explained_variance_ratio"]
+        share = rows[run["variant"]]["values"][rows[run["variant"]]["seeds"].index(run["seed"])]
+        assert share == pytest.approx(100 * (ratio[0] + ratio[1]), rel=1e-3) and 0 < share <= 100
+
+
 def test_a_rerun_computes_nothing(tiny: tuple[Path, str]) -> None:
     out, _ = tiny
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name != "study.json"}
