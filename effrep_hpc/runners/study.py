@@ -86,38 +86,22 @@ def complete(node: Node) -> bool:
         return False
 
 
+# The command (registry words) each node runs: a train node's is its variant's trainer's, a measurement's its own.
+COMMANDS: dict[str, tuple[str, ...]] = {
+    "train": ("train",), "quant": ("quant", "train"), "prune": ("prune", "retrain"), "scratch": ("prune", "scratch"),
+    "scan1d": ("landscape",), "scan2d": ("landscape",), "interp": ("landscape",), "hessian": ("hessian",),
+    "curvature": ("curvature",), "trajectory": ("trajectory",),
+}
+
+
 def _runner(node: Node) -> Callable[..., Any]:
-    """The runner function of a node (imported here: they need torch); a train node's is its variant's trainer's."""
-    kind = node.kind
-    if kind == "train" and node.trainer == "quant":
-        from effrep_hpc.runners.quant import run_quant_train
+    """The registered runner of the command a node runs (imported now: runners need torch), with its fixed keywords."""
+    from functools import partial
 
-        return run_quant_train
-    if kind == "train" and node.trainer in ("prune", "scratch"):
-        from functools import partial
+    from effrep_hpc.experiments import by_words
 
-        from effrep_hpc.runners.prune import run_prune, run_scratch
-
-        return partial(run_prune, retrain=True) if node.trainer == "prune" else run_scratch
-    if kind == "train":
-        from effrep_hpc.runners.train import run_train
-
-        return run_train
-    if kind in ("scan1d", "scan2d", "interp"):
-        from effrep_hpc.runners.landscape import run_landscape
-
-        return run_landscape
-    if kind == "hessian":
-        from effrep_hpc.runners.curvature import run_hessian
-
-        return run_hessian
-    if kind == "curvature":
-        from effrep_hpc.runners.curvature import run_curvature
-
-        return run_curvature
-    from effrep_hpc.runners.trajectory import run_trajectory
-
-    return run_trajectory
+    exp = by_words(COMMANDS[node.trainer if node.kind == "train" else node.kind])
+    return partial(exp.load(), **dict(exp.fixed))
 
 
 @dataclass
