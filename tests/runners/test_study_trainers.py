@@ -28,9 +28,12 @@ SMALL = [  # one seed, a few epochs, tiny grids and samples: the shipped graph, 
     "study.measure={scan1d: {landscape.x: '-1:1:3'}, scan2d: {landscape.x: '-1:1:3', landscape.y: '-1:1:3'}, "
     "trajectory: {landscape.x: '-1:1:3', landscape.y: '-1:1:3'}, interp: {landscape.x: '-0.5:1.5:5', landscape.bn: recompute}}",
 ]
-# the prune study's ResNet-56 only (the VGG variants are the same graph at four times the cost)
+# the prune study's ResNet variants only (the VGG variants are the same graph at four times the cost), on the
+# 20-layer net (the 56-layer one's graph at a third of the cost) with one block per stage pruned by the
+# ResNet-56-B stage ratios
 RESNET = ("study.variants=[{name: resnet56}, {name: resnet56_pruned, trainer: prune, source: resnet56, "
-          "skip: [trajectory]}, {name: resnet56_scratch, trainer: scratch}]")
+          "skip: [trajectory]}, {name: resnet56_scratch, trainer: scratch}]", "model.name=digits_resnet20",
+          "prune.ratios={layer1.0.conv1: 0.6, layer2.1.conv1: 0.3, layer3.1.conv1: 0.1}")
 
 
 def run_study(config: Path, out: Path, *extra: str) -> tuple[dict, str]:
@@ -42,7 +45,7 @@ def run_study(config: Path, out: Path, *extra: str) -> tuple[dict, str]:
 @pytest.fixture(scope="module")
 def pruned(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("prune") / "s"
-    runs, _ = run_study(PRUNE, out, RESNET, "data.train_size=256", "prune.retrain_epochs=1",
+    runs, _ = run_study(PRUNE, out, *RESNET, "data.train_size=256", "prune.retrain_epochs=1",
                         "study.pairs=[{name: p, a: resnet56_pruned, b: resnet56_scratch}]")
     return out, runs
 
@@ -64,7 +67,7 @@ def test_the_pruned_variant_is_the_prune_command_on_its_sources_run(pruned: tupl
     assert all(n["status"] == "done" for n in nodes.values()) and "trajectory" not in nodes  # skip: [trajectory]
     source = out / runs["resnet56", 0]["train"]["outputs"]["checkpoint"]
     # the same retraining by hand: `effrep prune retrain` with the study's config of that node, into another folder
-    node = next(n for n in plan_study(load_config(PRUNE, [f"study.out={out}", *SMALL, RESNET, "data.train_size=256",
+    node = next(n for n in plan_study(load_config(PRUNE, [f"study.out={out}", *SMALL, *RESNET, "data.train_size=256",
                                                           "prune.retrain_epochs=1", "study.pairs=[]"])).nodes
                 if n.id == "train:resnet56_pruned:seed0")
     assert node.cfg.prune.checkpoint == str(source)
@@ -82,7 +85,7 @@ def test_scratch_trains_the_pruned_widths_and_every_measurement_starts_from_its_
     out, runs = pruned
     arch = {v: load_checkpoint(out / runs[v, 0]["train"]["outputs"]["checkpoint"]).get("arch") or {}
             for v in ("resnet56_pruned", "resnet56_scratch")}
-    # ResNet-56-B at widths 8/16/32: floor(8 * 0.4) = 3 in stage 1, floor(16 * 0.7) = 11, floor(32 * 0.9) = 28
+    # ResNet-56-B's stage ratios at widths 8/16/32: floor(8 * 0.4) = 3 in stage 1, floor(16 * 0.7) = 11, floor(32 * 0.9) = 28
     pruned_widths = json.dumps(arch["resnet56_pruned"], sort_keys=True)
     assert pruned_widths == json.dumps(arch["resnet56_scratch"], sort_keys=True)
     assert {3, 11, 28} <= {int(w) for w in _numbers(arch["resnet56_pruned"])}
