@@ -592,43 +592,57 @@ def trajectory_grid(
 
 
 def overlay_lines(
-    curves: Sequence[tuple[str, Surface]], metric: str = "train_loss", *, log: bool = False, title: str = ""
+    curves: Sequence[tuple[str, Surface]], metric: str = "train_loss", *, log: bool = False, title: str = "",
+    panels: Sequence[tuple[str, Sequence[int]]] = (),
 ) -> Figure:
-    """1D curves overlaid, one colour each: `metric` solid on the left axis, its accuracy dashed on the right."""
+    """1D curves overlaid, one colour each: `metric` solid on the left axis, its accuracy dashed on the right.
+
+    ``panels``: (title, indices into ``curves``) per panel side by side (default: one panel of all curves), for
+    curves whose x axes mean different things (filter-normalized against unnormalized directions)."""
     from analysis.common import new_figure, tidy_log_axis
 
     acc = metric.replace("loss", "acc") if metric.endswith("loss") else None
-    fig = new_figure(6.8, 4.6)
-    ax = fig.add_subplot()
-    twin = ax.twinx() if acc and any(acc in s.metrics for _, s in curves) else None
+    groups = list(panels) or [("", range(len(curves)))]
+    fig = new_figure(6.8 if len(groups) == 1 else 5.2 * len(groups), 4.6)
+    axes = fig.subplots(1, len(groups), squeeze=False)[0]
+    has_acc = acc is not None and any(acc in s.metrics for _, s in curves)
     handles = []
-    for k, (label, surface) in enumerate(curves):
-        colour = f"C{k % 10}"
-        handles += ax.plot(surface.x, surface.values(metric, log=log), color=colour, linestyle="-", label=label)
-        if twin is not None and acc in surface.metrics:
-            twin.plot(surface.x, surface.values(acc), color=colour, linestyle="--", label=f"_{label} {acc}")
-    ax.set_xlabel(curves[0][1].xlabel)
-    ax.set_ylabel(f"{metric} (solid)")
-    if log:
-        ax.set_yscale("log")
-        tidy_log_axis(ax.yaxis, *ax.get_ylim())
-    if twin is not None:
-        twin.set_ylabel(f"{acc} (%, dashed)")
-    ax.set_xlim(min(float(s.x.min()) for _, s in curves), max(float(s.x.max()) for _, s in curves))
+    for ax, (panel_title, members) in zip(axes, groups):
+        twin = ax.twinx() if has_acc else None
+        chosen = [(k, *curves[k]) for k in members]
+        for k, label, surface in chosen:
+            colour = f"C{k % 10}"
+            handles += ax.plot(surface.x, surface.values(metric, log=log), color=colour, linestyle="-", label=label)
+            if twin is not None and acc in surface.metrics:
+                twin.plot(surface.x, surface.values(acc), color=colour, linestyle="--", label=f"_{label} {acc}")
+        ax.set_xlabel(chosen[0][2].xlabel)
+        ax.set_ylabel(f"{metric} (solid)")
+        if log:
+            ax.set_yscale("log")
+            tidy_log_axis(ax.yaxis, *ax.get_ylim())
+        if twin is not None:
+            twin.set_ylabel(f"{acc} (%, dashed)")
+        ax.set_xlim(min(float(s.x.min()) for _, _, s in chosen), max(float(s.x.max()) for _, _, s in chosen))
+        ax.set_title(panel_title, fontsize=9)
     fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 4), fontsize=8, frameon=False)
-    ax.set_title(title, fontsize=10)
+    fig.suptitle(title, fontsize=10)
     return fig
 
 
 def line_overlay(study: Study, seed: int, metric: str = "train_loss", *, log: bool = False) -> Figure | None:
-    """The 1D scans of every variant overlaid; None when no variant has one."""
+    """The 1D scans of every variant overlaid, one panel per direction normalization; None when no variant has one."""
     curves = []
     for variant, surface in zip(study.variants, _surfaces(study, seed, "scan1d")):
         if surface is not None:
             curves.append((variant.name, _line(surface, "scan1d")))
     if not curves:
         return None
-    return overlay_lines(curves, metric, log=log, title=f"{study.name}: 1D filter-normalized scans, seed {seed}")
+    norms = [str(surface.attrs.get("norm", "filter")) for _, surface in curves]
+    panels = [(f"directions normalized by {norm}" if norm != "none" else "unnormalized directions",
+               [k for k, n in enumerate(norms) if n == norm]) for norm in dict.fromkeys(norms)]
+    what = "filter-normalized " if set(norms) == {"filter"} else ""
+    return overlay_lines(curves, metric, log=log, title=f"{study.name}: 1D {what}scans, seed {seed}",
+                         panels=panels if len(panels) > 1 else ())
 
 
 def interp_overlay(study: Study, seed: int, metric: str = "train_loss", *, log: bool = False) -> Figure | None:

@@ -365,6 +365,17 @@ def test_1d_scans_are_overlaid_loss_solid_left_accuracy_dashed_right(study_dir: 
     np.testing.assert_allclose(left.lines[1].get_ydata(), 0.2 + CURVATURE[("wide", 1)] * X1D**2)
 
 
+def test_1d_scans_of_other_normalizations_get_panels_of_their_own(study_dir: Path) -> None:
+    # the wide variant scanned along unnormalized directions over +-0.1: its x is in other units
+    write_surface_file(study_dir / "runs/wide/seed1/scan1d.h5", X1D / 10, None,
+                       {"train_loss": 0.2 + X1D**2, "train_acc": 100.0 * np.exp(-X1D**2)}, attrs={"norm": "none"})
+    fig = line_overlay(load_study(study_dir), 1)
+    panels = [ax for ax in fig.axes if ax.get_ylabel().endswith("(solid)")]
+    assert [ax.get_title() for ax in panels] == ["directions normalized by filter", "unnormalized directions"]
+    assert [[line.get_label() for line in ax.lines] for ax in panels] == [["narrow"], ["wide"]]
+    assert panels[0].get_xlim() == pytest.approx((-1.0, 1.0)) and panels[1].get_xlim() == pytest.approx((-0.1, 0.1))
+
+
 def test_cli_writes_every_grid_in_each_format(study_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["study", str(study_dir), "--format", "png,pdf", "--seed", "2"]) == 0
     names = {Path(line.removeprefix("wrote: ")).name for line in capsys.readouterr().out.splitlines()
