@@ -391,11 +391,15 @@ def _run(plan: StudyPlan, world: World, overwrite: bool) -> StudyResult:
     result = StudyResult(path, len(mine_ids), done, ran, failed, waiting)
     if world.rank == 0 and not selected and ran == 0 and drawn:
         result.figures = drawn  # nothing changed since they were drawn
-    elif world.rank == 0 and not selected and not failed and not waiting and plan.cfg.study.figures:
+    elif world.rank == 0 and not selected and plan.cfg.study.figures:
+        # also when nodes failed: their panels and cells read n/a (failed / pending), the rest is the study's result
         result.figures, result.lines = draw(plan)
         if result.figures:
             _sync(plan, state, owned, result.figures)
     if failed or waiting:
+        if world.rank == 0 and result.figures:
+            print("\n".join([*result.lines, f"figures and table drawn without the nodes that are not done: {plan.out}"]),
+                  flush=True)
         first = state.error.get(failed[0], "") if failed else ""
         needs = {n.id: n.needs for n in nodes}
         blocked = [d for i in mine_ids if state.status[i] == "pending" for d in needs[i] if state.status[d] != "done"]

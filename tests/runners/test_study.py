@@ -174,6 +174,10 @@ def test_a_failing_node_stops_only_what_needs_it(tmp_path: Path) -> None:
     assert nodes["wild"]["scan1d"] == {**nodes["wild"]["scan1d"], "status": "pending", "waits_for": ["train:wild:seed0"]}
     assert manifest(out)["pairs"][0]["status"] == "pending"
     assert not (out / "runs/wild/seed0/scan1d.h5").exists() and not (out / "pairs/p_seed0.h5").exists()
+    # the figures and the table are drawn from what is done; the failed run's cells read n/a
+    table = {r["variant"]: r for r in json.loads((out / "table.json").read_text())["rows"]}
+    assert table["ok"]["test_error"]["n"] == 1 and table["wild"]["test_error"]["n"] == 0
+    assert "| wild |" in stdout and "figures and table drawn without the nodes that are not done" in stdout
     _, status, _ = in_process(["status", str(out)])
     assert "study tiny train, 1/2 nodes done (50.0%), 0 pending, 1 failed" in status
     assert "scan1d wild seed 0: pending: waits for train:wild:seed0, which failed" in status
