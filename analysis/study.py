@@ -367,7 +367,7 @@ def cell(stat: Stat) -> str:
     """A table.md cell: "mean ± std (n=k)", "> ..." for a lower bound, "n/a" when nothing was measured.
 
     The std has two significant digits; the mean at least three, and as many decimals as the std shows
-    (100.5 ± 0.71, not 100 ± 0.71).
+    (100.5 ± 0.71, not 100 ± 0.71), up to six significant digits (99.99999 ± 2e-11 reads 100.000 ± 2.0e-11).
     """
     mean, std = stat.mean, stat.std
     if mean is None:
@@ -377,6 +377,7 @@ def cell(stat: Stat) -> str:
         std_text = plain(std, 2)
         if std > 0 and 1e-4 <= abs(mean) < 1e6:
             decimals = max(1 - math.floor(math.log10(std)), 2 - math.floor(math.log10(abs(mean))), 0)
+            decimals = min(decimals, max(5 - math.floor(math.log10(abs(mean))), 0))  # at most 6 significant digits
             text = f"{mean:.{decimals}f}"
         text += f" ± {std_text}"
     return f"{'> ' if stat.lower_bounds else ''}{text} (n={stat.n})"

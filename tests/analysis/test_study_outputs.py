@@ -406,3 +406,18 @@ def test_a_seed_the_study_does_not_have_is_a_one_line_error(study_dir: Path, cap
     assert main(["study", str(study_dir), "--seed", "7"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--seed 7" in err[0] and "0, 1, 2" in err[0]
+
+
+def test_a_cell_shows_the_mean_to_the_stds_decimals_and_never_more_than_six_digits() -> None:
+    from analysis.study import Stat, cell
+
+    def of(*values: float) -> str:
+        stat = Stat()
+        for seed, value in enumerate(values):
+            stat.add(seed, value)
+        return cell(stat)
+
+    assert of(100.5, 101.2, 100.0) == "100.57 ± 0.6 (n=3)"  # mean 100.5667, std 0.603
+    assert of(2.0, 2.0) == "2 ± 0 (n=2)" and of(3.25) == "3.25 (n=1)"
+    # a path entirely in its plane: the std is 1e-11, the mean is not printed to 13 decimals
+    assert of(99.999999999906, 99.99999999993, 99.99999999995) == "100.0000 ± 2.2e-11 (n=3)"
