@@ -229,7 +229,8 @@ register(Experiment(
 ))
 register(Experiment(
     "quant-train", ("quant", "train"), "Train one quantized model (quant.* + train.*); re-running resumes.",
-    "Train one run into run.out (quant_checkpoint.pt every epoch, metrics.h5); re-running resumes.",
+    "Train one run into run.out (quant_checkpoint.pt every epoch, metrics.h5, and the weights the net computes with\n"
+    "every train.keep_every epochs in weights/ for `effrep trajectory`); re-running resumes.",
     "effrep_hpc.runners.quant:run_quant_train", ("quant", "train", "data", "model", "run"),
     show="effrep_hpc.runners.quant:describe", overwrite_help="delete the run's checkpoint and metrics and start over",
 ))
