@@ -422,9 +422,9 @@ def _plan(cfg: Any, problems: list[str]) -> StudyPlan:
                 problems.append(f"study.pairs[{p.name}]: interpolation needs one model for a and b, but {p.a} builds "
                                 f"{a.cfg.model.name} {a.cfg.model.kwargs} and {p.b} {b.cfg.model.name} {b.cfg.model.kwargs}")
                 break
-            shapes = [(n.trainer in ("prune", "scratch"), n.cfg.prune.preset, n.cfg.prune.ratios, n.cfg.prune.round_to)
-                      if n.trainer in ("prune", "scratch") else (False,) for n in (a, b)]
-            if shapes[0] != shapes[1]:
+            cuts = [(n.cfg.prune.preset, n.cfg.prune.ratios, n.cfg.prune.round_to) if n.trainer in ("prune", "scratch")
+                    else None for n in (a, b)]  # what decides a pruned net's widths (None: unpruned)
+            if cuts[0] != cuts[1]:
                 problems.append(f"study.pairs[{p.name}]: interpolation needs one architecture for a and b, but "
                                 f"{p.a} ({a.trainer}) and {p.b} ({b.trainer}) have different layer widths (pruned by "
                                 f"other prune.* settings, or pruned against unpruned)")
