@@ -39,4 +39,3 @@ def test_hdf5_files_appear_only_when_complete(tmp_path: Path) -> None:
         f["x"] = [1, 2, 3]
     with open_readonly(target) as f:
         assert f["x"][()].tolist() == [1, 2, 3]
-
